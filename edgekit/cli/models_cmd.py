@@ -1,0 +1,75 @@
+"""`edgekit models`: the model zoo and its accounting."""
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..models import STANDARD_VARIANTS, count, create
+from .options import json_option, model_names, resolution_option, width_option
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+@click.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List the standard MobileNet variants with parameters and multiply-accumulates (MACs).
+
+    MACs count Conv2d (incl. depthwise and squeeze-excite) and Linear layers for one image.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = []
+    for v in STANDARD_VARIANTS:
+        acc = count(create(v.name, width=v.width, resolution=v.resolution), v.resolution)
+        rows.append({"name": v.name, "width": v.width, "resolution": v.resolution,
+                     "params": acc.params, "macs": acc.macs})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="edgekit models", title_justify="left")
+    for col in ("name", "width", "resolution", "params", "MACs"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for r in rows:
+        table.add_row(r["name"], f"{r['width']:g}", str(r["resolution"]), _millions(r["params"]),
+                      _millions(r["macs"]))
+    Console().print(table)
+
+
+@models.command("show", help=f"Per-layer parameters and MACs of one model ({model_names()}).")
+@click.argument("name")
+@width_option
+@resolution_option
+@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@json_option
+def show(name: str, width: float | None, resolution: int | None, num_classes: int,
+         as_json: bool) -> None:
+    resolution = resolution or 224
+    model = create(name, width=width or 1.0, resolution=resolution, num_classes=num_classes)
+    acc = count(model, resolution)
+    if as_json:
+        click.echo(json.dumps({"name": name, "width": model.meta.width, **acc.to_dict()}, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"{name} width {model.meta.width:g} at {resolution}x{resolution}",
+                  title_justify="left")
+    for col in ("layer", "type", "kernel", "output", "params", "MACs", "MAC share"):
+        table.add_column(col, justify="left" if col in ("layer", "type") else "right")
+    for layer in acc.layers:
+        table.add_row(layer.name, layer.type, layer.kernel, "x".join(map(str, layer.output_shape)),
+                      f"{layer.params:,}", f"{layer.macs:,}", f"{layer.macs / acc.macs:.1%}")
+    console.print(table)
+    summary = Table(title="by layer type", title_justify="left")
+    for col in ("type", "params", "params share", "MACs", "MAC share"):
+        summary.add_column(col, justify="left" if col == "type" else "right")
+    for t in acc.by_type:
+        summary.add_row(t.type, f"{t.params:,}", f"{t.params_share:.1%}", f"{t.macs:,}",
+                        f"{t.macs_share:.1%}")
+    summary.add_row("total", f"{acc.params:,}", "100%", f"{acc.macs:,}", "100%", style="bold")
+    console.print(summary)

@@ -1,0 +1,72 @@
+"""`edgekit weights`: import published TensorFlow MobileNets, fetch and inspect checkpoints."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from ..models import list_models
+from ..models.weights import resolve_imagenet, save_checkpoint
+from .options import json_option
+
+
+@click.group()
+def weights() -> None:
+    """Import, fetch and inspect model weights."""
+
+
+def _read_labels(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not labels:
+        raise InputError(f"labels file {path} is empty")
+    return labels
+
+
+@weights.command("import")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--arch", required=True, type=click.Choice(list_models()),
+              help="Architecture of the source model.")
+@click.option("--width", type=float, default=None, help="Width multiplier (inferred when omitted).")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Text file with one class name per line, stored in the checkpoint.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint to write (.pth or .safetensors).")
+def import_cmd(src: Path, arch: str, width: float | None, labels: Path | None, out: Path) -> None:
+    """Import a published TensorFlow MobileNet (.tflite, or Keras .h5) into an edgekit checkpoint."""
+    from ..models import importers
+
+    if not src.is_file():
+        raise InputError(f"source model not found: {src}")
+    if out.suffix not in (".pth", ".pt", ".safetensors"):
+        raise InputError(f"--out must end in .pth, .pt or .safetensors, got {out.name}")
+    model = importers.import_model(src, arch=arch, width=width, labels=_read_labels(labels))
+    save_checkpoint(model, out)
+    m = model.meta
+    click.echo(f"imported {src.name} as {m.arch} width {m.width:g} at {m.resolution}px, "
+               f"{m.num_classes} classes, padding {m.padding} -> {out}")
+
+
+@weights.command("fetch")
+@click.argument("arch", type=click.Choice(list_models()))
+def fetch(arch: str) -> None:
+    """Put torchvision's published ImageNet checkpoint for ARCH in the torch hub cache."""
+    click.echo(str(resolve_imagenet(arch)))
+
+
+@weights.command("info")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@json_option
+def info(checkpoint: Path, as_json: bool) -> None:
+    """Show the metadata stored in an edgekit checkpoint."""
+    from ..models.weights import read_checkpoint
+
+    state, meta = read_checkpoint(checkpoint)
+    data = meta.to_dict() if meta else {"arch": None, "note": "bare state_dict, no edgekit metadata"}
+    data["tensors"] = len(state)
+    if data.get("labels"):
+        data["labels"] = f"{len(data['labels'])} labels: {', '.join(data['labels'][:3])}, ..."
+    click.echo(json.dumps(data, indent=2))

@@ -1,0 +1,53 @@
+"""One error hierarchy. Only the CLI entry point turns these into messages and exit codes.
+
+Exit codes: 1 generic failure, 2 usage / bad input, 3 missing optional dependency,
+4 parity check failed, 5 external tool failed.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class EdgekitError(Exception):
+    """Base class: a one-line, user-facing message and an exit code."""
+
+    exit_code = 1
+
+
+class InputError(EdgekitError):
+    """The user gave something we cannot use (unknown name, bad value, unreadable file)."""
+
+    exit_code = 2
+
+
+class MissingDependencyError(EdgekitError):
+    exit_code = 3
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(
+            f"{package} is not installed; install it with: pip install 'edgekit[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class ParityError(EdgekitError):
+    exit_code = 4
+
+
+class ExternalToolError(EdgekitError):
+    exit_code = 5
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' or, failing a close match, the list of valid choices."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (choose from: {', '.join(choices)})"
+
+
+def unknown(kind: str, name: str, choices: Iterable[str]) -> InputError:
+    return InputError(f"unknown {kind} '{name}'{suggest(name, choices)}")

@@ -1,0 +1,84 @@
+"""Model registry: ``create(name, **options)`` and ``list_models()``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError, unknown
+from ..preprocessing import Preprocessing
+from .blocks import PADDINGS, Act
+from .meta import ModelMeta
+from .mobilenet_v1 import MOBILENET_V1
+from .mobilenet_v2 import MOBILENET_V2
+from .mobilenet_v3 import MOBILENET_V3_LARGE, MOBILENET_V3_SMALL
+from .network import MobileNet
+from .specs import ArchSpec
+
+ARCHS: dict[str, ArchSpec] = {
+    spec.name: spec for spec in (MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_LARGE, MOBILENET_V3_SMALL)
+}
+MIN_RESOLUTION = 32
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    width: float
+    resolution: int
+
+
+# The variants the papers tabulate (and torchvision / TF publish).
+STANDARD_VARIANTS: tuple[Variant, ...] = (
+    *(Variant("mobilenet_v1", w, 224) for w in (1.0, 0.75, 0.5, 0.25)),
+    *(Variant("mobilenet_v1", 1.0, r) for r in (192, 160, 128)),
+    *(Variant("mobilenet_v2", w, 224) for w in (1.0, 1.4, 0.75, 0.5)),
+    *(Variant("mobilenet_v3_large", w, 224) for w in (1.0, 0.75)),
+    *(Variant("mobilenet_v3_small", w, 224) for w in (1.0, 0.75)),
+)
+
+
+def list_models() -> list[str]:
+    return sorted(ARCHS)
+
+
+def get_spec(name: str) -> ArchSpec:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise unknown("model", name, ARCHS) from None
+
+
+def validate_options(width: float, resolution: int, num_classes: int, padding: str,
+                     activation: str | None) -> None:
+    if not width > 0:
+        raise InputError(f"width must be > 0, got {width}")
+    if resolution < MIN_RESOLUTION:
+        raise InputError(f"resolution must be at least {MIN_RESOLUTION}, got {resolution}")
+    if num_classes < 1:
+        raise InputError(f"num_classes must be >= 1, got {num_classes}")
+    if padding not in PADDINGS:
+        raise unknown("padding mode", padding, PADDINGS)
+    if activation is not None and activation not in {a.value for a in Act}:
+        raise unknown("activation", activation, [a.value for a in Act])
+
+
+def create(name: str, *, width: float = 1.0, resolution: int = 224, num_classes: int = 1000,
+           dropout: float | None = None, padding: str = "symmetric", activation: str | None = None,
+           labels: tuple[str, ...] | list[str] | None = None,
+           preprocessing: Preprocessing | None = None, weights: str | None = None) -> MobileNet:
+    """Build a MobileNet by name. The result carries ``.meta`` (a ModelMeta)."""
+    spec = get_spec(name)
+    validate_options(width, resolution, num_classes, padding, activation)
+    if labels is not None and len(labels) != num_classes:
+        raise InputError(f"{len(labels)} labels given for {num_classes} classes")
+    meta = ModelMeta(
+        arch=name, width=float(width), resolution=int(resolution), num_classes=int(num_classes),
+        padding=padding, activation=activation, dropout=dropout,
+        labels=tuple(labels) if labels else None,
+        preprocessing=preprocessing or Preprocessing.torchvision(resolution), weights=weights)
+    return MobileNet(spec, meta)
+
+
+def from_meta(meta: ModelMeta) -> MobileNet:
+    model = create(meta.arch, **meta.build_options())
+    model.meta = meta
+    return model

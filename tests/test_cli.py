@@ -1,0 +1,64 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgekit.models import create
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekit.cli.main", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_and_version():
+    assert run("--help").returncode == 0
+    assert run("-h").returncode == 0
+    out = run("--version")
+    assert out.returncode == 0 and "0.1.0" in out.stdout
+    for cmd in (["models", "-h"], ["models", "show", "-h"], ["weights", "import", "-h"]):
+        assert run(*cmd).returncode == 0, cmd
+
+
+def test_models_json_keys():
+    out = run("models", "--json")
+    assert out.returncode == 0
+    rows = json.loads(out.stdout)
+    assert {tuple(sorted(r)) for r in rows} == {("macs", "name", "params", "resolution", "width")}
+    v2 = next(r for r in rows if r["name"] == "mobilenet_v2" and r["width"] == 1.0)
+    assert v2["params"] == 3_504_872 and v2["macs"] == 300_774_272
+    assert isinstance(v2["width"], float) and isinstance(v2["macs"], int)
+
+
+def test_models_show():
+    out = run("models", "show", "mobilenet_v1", "--width", "0.5", "--resolution", "160")
+    assert out.returncode == 0
+    assert "conv1x1" in out.stdout and "total" in out.stdout
+    data = json.loads(run("models", "show", "mobilenet_v3_small", "--json").stdout)
+    assert data["params"] == 2_542_856 and len(data["layers"]) > 50
+
+
+@pytest.mark.parametrize("args,message", [
+    (["models", "show", "mobilenet_v9"], "did you mean 'mobilenet_v2'"),
+    (["models", "show", "mobilenet_v2", "--width", "0"], "must be > 0"),
+    (["models", "show", "mobilenet_v2", "--resolution", "31"], "at least 32"),
+    (["modles"], "No such command"),
+    (["weights", "info", "nope.pth"], "not found"),
+])
+def test_bad_input_one_line_error(args, message):
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_mismatched_weights_file(tmp_path):
+    torch.save(create("mobilenet_v2").state_dict(), tmp_path / "v2.pth")
+    out = run("weights", "info", str(tmp_path / "v2.pth"))
+    assert out.returncode == 0 and "bare state_dict" in out.stdout
+    (tmp_path / "broken.pth").write_bytes(b"\x00" * 10)
+    out = run("weights", "info", str(tmp_path / "broken.pth"))
+    assert out.returncode == 2 and out.stderr.startswith("error: cannot read weights file")
+    assert len(out.stderr.strip().splitlines()) == 1
