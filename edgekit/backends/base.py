@@ -1,0 +1,197 @@
+"""What every backend is: a registered class that converts a model into an Artifact and loads an
+Artifact into a Session. Nothing outside edgekit/backends/ branches on backend names."""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError, MissingDependencyError, unknown
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str  # "float32", "int8", "uint8", ...
+    layout: str  # "NCHW" or "NHWC"
+    scale: float | None = None  # quantized I/O: real = (q - zero_point) * scale
+    zero_point: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {"shape": list(self.shape), "dtype": self.dtype, "layout": self.layout}
+        if self.scale is not None:
+            d.update(scale=self.scale, zero_point=self.zero_point)
+        return d
+
+
+@dataclass
+class Artifact:
+    """A file (plus sidecars, e.g. OpenVINO's .bin) a backend produced or can load."""
+
+    path: Path
+    backend: str
+    precision: str
+    input: TensorSpec | None = None
+    files: list[Path] = field(default_factory=list)  # every file, path included
+    details: dict[str, Any] = field(default_factory=dict)  # backend-specific facts (op list, ...)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in (self.files or [self.path]))
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """What a target asks of a conversion. Backends read only the fields that concern them."""
+
+    io_dtype: str = "float32"  # quantized I/O for int8 artifacts: "int8", "uint8" or "float32"
+    layout: str = "NCHW"  # input layout of the artifact
+    activation_type: str = "int8"  # ONNX Runtime QDQ activations: "int8" or "uint8"
+    weight_type: str = "int8"
+    per_channel: bool = True
+    calibration_method: str = "minmax"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str
+    version: str
+    details: dict[str, Any] = field(default_factory=dict)  # acceleration actually in use
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Session(ABC):
+    """A loaded artifact. ``run`` takes preprocessed float32 NCHW images, returns float logits.
+
+    ``prepare`` / ``infer`` / ``finish`` split ``run`` so benchmarks can time ``infer`` alone.
+    """
+
+    input: TensorSpec
+    runtime: RuntimeInfo
+
+    def prepare(self, image: np.ndarray) -> Any:
+        """One float32 CHW (or 1xCxHxW) image -> the runtime's native input."""
+        x = image.reshape(1, *image.shape[-3:]).astype(np.float32, copy=False)
+        if self.input.layout == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        if self.input.scale is not None:
+            info = np.iinfo(self.input.dtype)
+            x = np.clip(np.round(x / self.input.scale) + self.input.zero_point, info.min, info.max)
+        return np.ascontiguousarray(x, dtype=self.input.dtype)
+
+    @abstractmethod
+    def infer(self, native: Any) -> np.ndarray:
+        """Run the runtime on a prepared input; returns its raw first output."""
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        """Raw output -> float32 logits (dequantized where needed), shape (num_classes,)."""
+        return np.asarray(raw, dtype=np.float32).reshape(-1)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """(N, C, H, W) float32 -> (N, num_classes) float32, one image at a time (static batch 1)."""
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[None]
+        return np.stack([self.finish(self.infer(self.prepare(x))) for x in images])
+
+
+class Backend(ABC):
+    """One row of the backend table: its attributes describe it, its methods do the work."""
+
+    name: ClassVar[str]
+    suffix: ClassVar[str]  # main artifact suffix (".onnx", ".xml", ".tflite")
+    precisions: ClassVar[tuple[str, ...]]
+    extra: ClassVar[str]  # pip extra that installs the runtime
+    modules: ClassVar[tuple[str, ...]]  # importable modules the backend needs
+    description: ClassVar[str] = ""
+    accepts_onnx: ClassVar[bool] = False  # can convert a user's ONNX file (not only nn.Module)
+    base: ClassVar[str | None] = None  # e.g. edgetpu builds on tflite's int8 artifact
+
+    def require(self) -> None:
+        for module in self.modules:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise MissingDependencyError(module.split(".")[0].replace("_", "-"), self.extra) from None
+
+    def available(self) -> bool:
+        try:
+            self.require()
+            return True
+        except MissingDependencyError:
+            return False
+
+    def filename(self, stem: str, precision: str) -> str:
+        return f"{stem}_{precision}{self.suffix}"
+
+    @abstractmethod
+    def convert(self, source: "ModelSource", precision: str, calibration: "CalibrationSet | None",
+                out: Path, options: ConvertOptions) -> Artifact:
+        """Write the artifact at ``out`` (atomically) and describe it."""
+
+    @abstractmethod
+    def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
+        """Load an artifact for inference with ``threads`` (None: the runtime's default)."""
+
+    @abstractmethod
+    def runtime_info(self) -> RuntimeInfo:
+        ...
+
+    def describe(self, path: Path) -> Artifact:
+        """An Artifact for a file this backend did not build (a user's own .onnx/.xml/.tflite)."""
+        session = self.load(path)
+        precision = "int8" if session.input.scale is not None else "fp32"
+        return Artifact(path=Path(path), backend=self.name, precision=precision,
+                        input=session.input, files=[Path(path)])
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    if cls.name in _REGISTRY:
+        raise ValueError(f"backend {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def _load_builtin() -> None:
+    for module in ("onnxruntime", "openvino", "tflite", "edgetpu"):
+        try:
+            importlib.import_module(f"edgekit.backends.{module}_backend")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"edgekit.backends.{module}_backend":
+                raise
+
+
+def list_backends() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str) -> Backend:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown("backend", name, _REGISTRY) from None
+
+
+def backend_for_path(path: Path) -> Backend:
+    """The backend that runs a file, by suffix (a user's own artifact)."""
+    _load_builtin()
+    path = Path(path)
+    for backend in _REGISTRY.values():
+        if backend.base is None and path.suffix == backend.suffix:
+            return backend
+    suffixes = sorted({b.suffix for b in _REGISTRY.values()})
+    raise InputError(f"don't know how to run {path.name}: expected one of {', '.join(suffixes)}")

@@ -1,0 +1,1 @@
+def import_keras(*a, **k): raise NotImplementedError
