@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
+from .console import console as make_console
 from rich.table import Table
 
 from ..models import STANDARD_VARIANTS, count, create
@@ -39,7 +39,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         table.add_row(r["name"], f"{r['width']:g}", str(r["resolution"]), _millions(r["params"]),
                       _millions(r["macs"]))
-    Console().print(table)
+    make_console().print(table)
 
 
 @models.command("show", help=f"Per-layer parameters and MACs of one model ({model_names()}).")
@@ -56,7 +56,7 @@ def show(name: str, width: float | None, resolution: int | None, num_classes: in
     if as_json:
         click.echo(json.dumps({"name": name, "width": model.meta.width, **acc.to_dict()}, indent=2))
         return
-    console = Console()
+    console = make_console()
     table = Table(title=f"{name} width {model.meta.width:g} at {resolution}x{resolution}",
                   title_justify="left")
     for col in ("layer", "type", "kernel", "output", "params", "MACs", "MAC share"):

@@ -1,0 +1,144 @@
+"""ONNX Runtime: ONNX export (fp32) and static QDQ int8 with per-channel weights."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..calibration import CalibrationSet
+from ..errors import InputError
+from ..fileio import atomic_path
+from ..source import ModelSource
+from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
+from .onnx_export import export_onnx
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
+
+class OrtSession(Session):
+    def __init__(self, path: Path, threads: int | None, profile_dir: Path | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        if profile_dir is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise InputError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+        inp = self.session.get_inputs()[0]
+        shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
+        layout = "NHWC" if len(shape) == 4 and shape[-1] == 3 and shape[1] != 3 else "NCHW"
+        self.input = TensorSpec(shape, _ORT_DTYPES.get(inp.type, inp.type), layout)
+        self._name = inp.name
+        self.runtime = RuntimeInfo("onnxruntime", ort.__version__, {
+            "providers": self.session.get_providers(),
+            "intra_op_threads": threads or "default"})
+
+    def infer(self, native: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._name: native})[0]
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a CalibrationSet."""
+
+    def __init__(self, calibration: CalibrationSet, input_name: str):
+        self._items = iter(calibration.images)
+        self._name = input_name
+
+    def get_next(self):
+        image = next(self._items, None)
+        return None if image is None else {self._name: image[None]}
+
+    def rewind(self):  # some calibrators call it; a fresh reader is made per conversion
+        pass
+
+
+@register_backend
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    suffix = ".onnx"
+    precisions = ("fp32", "int8")
+    extra = "onnx"
+    modules = ("onnx", "onnxruntime")
+    description = "ONNX Runtime (CPU EP): ONNX fp32 and static QDQ int8, per-channel weights"
+    accepts_onnx = True
+
+    def runtime_info(self) -> RuntimeInfo:
+        import onnxruntime as ort
+
+        return RuntimeInfo("onnxruntime", ort.__version__)
+
+    def convert(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
+                out: Path, options: ConvertOptions) -> Artifact:
+        self.require()
+        if precision == "fp32":
+            export_onnx(source, out)
+            details = {}
+        elif precision == "int8":
+            if calibration is None:
+                raise InputError("int8 conversion needs calibration images")
+            details = self._quantize(source, calibration, out, options)
+        else:
+            raise InputError(f"{self.name} does not build {precision} (choose from {', '.join(self.precisions)})")
+        session = self.load(out)
+        details["ops"] = _op_counts(out)
+        return Artifact(out, self.name, precision, session.input, [out], details)
+
+    def _quantize(self, source: ModelSource, calibration: CalibrationSet, out: Path,
+                  options: ConvertOptions) -> dict:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        from .ort_calibration import calibrate_method
+
+        qtypes = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+        with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
+            fp32 = export_onnx(source, Path(tmp) / "model_fp32.onnx")
+            prepared = Path(tmp) / "model_prep.onnx"
+            _preprocess(fp32, prepared)
+            method, extra = calibrate_method(calibration.method, calibration.options)
+            import onnxruntime as ort
+
+            input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]) \
+                .get_inputs()[0].name
+            with atomic_path(out) as tmp_out:
+                quantize_static(
+                    str(prepared), str(tmp_out), _Reader(calibration, input_name),
+                    quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
+                    activation_type=qtypes[options.activation_type],
+                    weight_type=qtypes[options.weight_type], calibrate_method=method,
+                    extra_options=extra)
+        return {"activation_type": options.activation_type, "weight_type": options.weight_type,
+                "per_channel": options.per_channel, "calibration_method": calibration.method}
+
+    def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
+        self.require()
+        path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
+        return OrtSession(path, threads)
+
+
+def _preprocess(src: Path, dst: Path) -> None:
+    """Shape inference and graph optimisation before quantization, as ORT recommends."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    except Exception:  # pre-processing is an optimisation; the plain model quantizes too
+        dst.write_bytes(src.read_bytes())
+
+
+def _op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

@@ -1,0 +1,73 @@
+"""`edgekit convert`: build, verify and record a target's artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from .console import console as make_console
+from rich.table import Table
+
+from ..backends.base import PRECISIONS
+from ..convert import DEFAULT_CALIB_SIZE, convert
+from ..manifest import Manifest
+from ..targets import DEFAULT_TARGET
+from .options import resolution_option, width_option
+
+CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+@click.command("convert")
+@click.option("--target", "-t", default=DEFAULT_TARGET, show_default=True,
+              help="Target name (see 'edgekit targets') or a target .yaml file.")
+@click.option("--model", "-m", default=None,
+              help="Model name (default mobilenet_v2, or the checkpoint's) or a .onnx file.")
+@click.option("--weights", "-w", default=None,
+              help="'imagenet', an edgekit checkpoint or a torchvision-format state_dict.")
+@width_option
+@resolution_option
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Folder of calibration images [default: the photos bundled in calibration/].")
+@click.option("--calib-size", type=click.IntRange(min=1), default=DEFAULT_CALIB_SIZE,
+              show_default=True, help="Images sampled (seeded) from --calib.")
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="minmax",
+              show_default=True, help="How int8 activation ranges are chosen.")
+@click.option("--precision", "-p", type=click.Choice(PRECISIONS), default=None,
+              help="Build only this precision [default: every precision the target lists].")
+@click.option("--backend", "-b", default=None, help="Build only this backend's artifacts.")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Images for the parity check [default: the calibration images].")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: build/<target>].")
+@click.option("--no-check", is_flag=True, help="Record parity failures but exit 0.")
+def command(target, model, weights, width, resolution, calib, calib_size, calib_method, precision,
+            backend, val, out, no_check) -> None:
+    """Convert a model into every artifact a target needs, verify each against the source model,
+    and write DIR/manifest.json."""
+    console = make_console(stderr=True)
+    with console.status("converting...") as status:
+        def progress(message: str) -> None:
+            console.print(message, highlight=False)
+            status.update(message)
+
+        manifest = convert(target, model, weights=weights, width=width, resolution=resolution,
+                           calib=calib, calib_size=calib_size, calib_method=calib_method,
+                           precision=precision, backend=backend, out=out, val=val,
+                           check=not no_check, progress=progress)
+    print_summary(manifest)
+
+
+def print_summary(manifest: Manifest) -> None:
+    table = Table(title=f"{manifest.model['name']} for {manifest.target} -> {manifest.folder}",
+                  title_justify="left")
+    for col in ("artifact", "backend", "precision", "size", "input", "top-1 agree", "max |diff|",
+                "SQNR dB", "parity"):
+        table.add_column(col, justify="right" if col in ("size", "top-1 agree", "max |diff|", "SQNR dB") else "left")
+    for a in manifest.artifacts:
+        p = a.parity or {}
+        sqnr = p.get("sqnr_db")
+        table.add_row(a.path, a.backend, a.precision, f"{a.size_bytes / 1e6:.2f} MB",
+                      f"{a.input.get('dtype')} {a.input.get('layout')}",
+                      f"{p.get('top1_agreement', 0):.1%}", f"{p.get('max_abs_diff', 0):.2g}",
+                      sqnr if isinstance(sqnr, str) else f"{sqnr:.1f}",
+                      "ok" if a.parity_ok else "FAILED")
+    make_console().print(table)

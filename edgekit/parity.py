@@ -1,0 +1,76 @@
+"""How close a converted artifact is to its source model, and whether that is close enough."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Parity:
+    n_images: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    reference_max_abs: float  # scale of the logits the differences are measured against
+    top1_agreement: float
+    top5_overlap: float  # share of the source's top-1 that is in the artifact's top-5
+    sqnr_db: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    noise = float(np.sum((reference.astype(np.float64) - candidate) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray) -> Parity:
+    reference = np.asarray(reference, np.float32)
+    candidate = np.asarray(candidate, np.float32)
+    if reference.shape != candidate.shape:
+        raise ValueError(f"output shapes differ: source {reference.shape}, artifact {candidate.shape}")
+    diff = np.abs(reference - candidate)
+    ref_top1 = reference.argmax(axis=1)
+    k = min(5, reference.shape[1])
+    cand_top5 = np.argsort(-candidate, axis=1)[:, :k]
+    return Parity(
+        n_images=int(reference.shape[0]),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
+        reference_max_abs=float(np.abs(reference).max()),
+        top1_agreement=float(np.mean(ref_top1 == candidate.argmax(axis=1))),
+        top5_overlap=float(np.mean([r in c for r, c in zip(ref_top1, cand_top5)])),
+        sqnr_db=float(sqnr_db(reference, candidate)),
+    )
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs_diff: float | None = None
+    min_top1_agreement: float | None = None
+    min_sqnr_db: float | None = None
+
+    def failures(self, parity: Parity, check_agreement: bool = True) -> list[str]:
+        out = []
+        if self.max_abs_diff is not None and parity.max_abs_diff > self.max_abs_diff:
+            out.append(f"max abs diff {parity.max_abs_diff:.3g} > {self.max_abs_diff:g}")
+        if (check_agreement and self.min_top1_agreement is not None
+                and parity.top1_agreement < self.min_top1_agreement):
+            out.append(f"top-1 agreement {parity.top1_agreement:.1%} < {self.min_top1_agreement:.0%}")
+        if self.min_sqnr_db is not None and parity.sqnr_db < self.min_sqnr_db:
+            out.append(f"SQNR {parity.sqnr_db:.1f} dB < {self.min_sqnr_db:g} dB")
+        return out
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(max_abs_diff=1e-4),
+    "fp16": Tolerance(min_top1_agreement=0.99, min_sqnr_db=30.0),
+    "int8": Tolerance(min_top1_agreement=0.85, min_sqnr_db=10.0),
+}

@@ -1,0 +1,81 @@
+"""ModelSource: what a conversion starts from — an nn.Module with ModelMeta, or a user's ONNX file."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InputError, MissingDependencyError
+from .models.meta import ModelMeta
+from .preprocessing import Preprocessing
+
+
+@dataclass
+class ModelSource:
+    meta: ModelMeta
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.meta.arch
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.meta.resolution, self.meta.resolution)
+
+    def example_input(self) -> torch.Tensor:
+        return torch.zeros(self.input_shape)
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> "ModelSource":
+        if not hasattr(module, "meta"):
+            raise InputError("the model has no .meta (ModelMeta); build it with edgekit.models")
+        return cls(meta=module.meta, module=module.eval())
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, preprocessing: Preprocessing | None = None,
+                  labels: list[str] | None = None) -> "ModelSource":
+        """A user's ONNX classifier: one float32 NCHW 3-channel image input, one logits output."""
+        try:
+            import onnx
+        except ImportError:
+            raise MissingDependencyError("onnx", "onnx") from None
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"model file not found: {path}")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise InputError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0]}") from exc
+        inits = {i.name for i in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in inits]
+        if len(inputs) != 1:
+            raise InputError(f"{path.name} has {len(inputs)} inputs; edgekit expects one image input")
+        dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim]
+        if len(dims) != 4 or dims[1] != 3 or dims[2] is None or dims[2] != dims[3]:
+            raise InputError(f"{path.name} input shape {dims}: expected [1, 3, S, S] (NCHW, static size)")
+        out_dims = [d.dim_value or None for d in model.graph.output[0].type.tensor_type.shape.dim]
+        classes = out_dims[-1] if out_dims and out_dims[-1] else 1000
+        size = int(dims[2])
+        meta = ModelMeta(arch=path.stem, resolution=size, num_classes=int(classes),
+                         labels=tuple(labels) if labels else None,
+                         preprocessing=preprocessing or Preprocessing.torchvision(size),
+                         weights=str(path))
+        return cls(meta=meta, onnx_path=path)
+
+    def reference(self, images: np.ndarray) -> np.ndarray:
+        """The source model's own float32 logits for (N, 3, H, W) preprocessed images."""
+        images = np.asarray(images, dtype=np.float32)
+        if self.module is not None:
+            with torch.no_grad():
+                return np.concatenate([self.module(torch.from_numpy(images[i:i + 32])).numpy()
+                                       for i in range(0, len(images), 32)])
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: x[None]})[0] for x in images])
