@@ -43,9 +43,9 @@ class ExternalToolError(EdgekitError):
 def suggest(name: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' or, failing a close match, the list of valid choices."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    close = sorted(difflib.get_close_matches(name, choices, n=3, cutoff=0.6))
     if close:
-        return f" (did you mean '{close[0]}'?)"
+        return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
     return f" (choose from: {', '.join(choices)})"
 
 

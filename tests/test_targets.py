@@ -31,7 +31,7 @@ def test_rpi4_profile():
 
 
 def test_unknown_target_suggests():
-    with pytest.raises(InputError, match="did you mean 'rpi4'"):
+    with pytest.raises(InputError, match="did you mean 'rpi4' or 'rpi5'"):
         load_target("rpi3")
 
 

@@ -1,0 +1,138 @@
+"""Local benchmarks: each (artifact, threads) runs in a fresh process through runner.py, so load
+time, first inference and peak memory are the artifact's own, not this process's."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import EdgekitError, InputError, MissingDependencyError
+from ..manifest import MANIFEST_NAME, Manifest
+
+RUNNER = Path(__file__).with_name("runner.py")
+ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".xml")
+EXTRA_FOR_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
+
+
+@dataclass
+class BenchSettings:
+    threads: int | None = None
+    warmup: int = 10
+    iterations: int | None = None
+    duration: float | None = None
+    per_op: bool = False
+    ov_precision: str | None = None  # None: OpenVINO's device default (bf16 here), recorded
+
+    def runner_config(self, artifact: Path) -> dict:
+        return {"artifact": str(artifact), "threads": self.threads, "warmup": self.warmup,
+                "iterations": self.iterations, "duration": self.duration, "per_op": self.per_op,
+                "ov_precision": self.ov_precision}
+
+
+@dataclass
+class BenchResult:
+    artifact: str
+    backend: str
+    precision: str
+    threads: int | None
+    runtime: dict
+    load_ms: float
+    first_inference_ms: float
+    latency_ms: dict
+    throughput_fps: float
+    peak_rss_mb: float
+    size_bytes: int
+    n: int
+    device: str = "local"
+    emulated: bool = False
+    parity: dict | None = None  # from the manifest, when benchmarking a convert folder
+    per_op: list | None = None
+    per_op_note: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _guess(path: Path) -> tuple[str, str]:
+    backend = {".tflite": "tflite", ".onnx": "onnxruntime", ".xml": "openvino"}[path.suffix]
+    if "edgetpu" in path.name:
+        backend = "edgetpu"
+    precision = next((p for p in ("int8", "fp16", "fp32") if p in path.stem), "unknown")
+    return backend, precision
+
+
+def artifacts_in(path: Path) -> list[tuple[Path, str, str, dict | None]]:
+    """(file, backend, precision, parity) for one artifact or every artifact in a convert folder."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / MANIFEST_NAME).is_file():
+            found = sorted(p for p in path.iterdir() if p.suffix in ARTIFACT_SUFFIXES)
+            if not found:
+                raise InputError(f"{path} has no {MANIFEST_NAME} and no .tflite/.onnx/.xml files")
+            return [(p, *_guess(p), None) for p in found]
+        manifest = Manifest.read(path)
+        return [(manifest.artifact_path(a), a.backend, a.precision, a.parity)
+                for a in manifest.artifacts]
+    if not path.exists():
+        raise InputError(f"artifact not found: {path}")
+    if path.suffix not in ARTIFACT_SUFFIXES:
+        raise InputError(f"cannot benchmark {path.name}: expected a .tflite, .onnx or .xml file "
+                         "or a convert output folder")
+    manifest_file = path.parent / MANIFEST_NAME
+    if manifest_file.is_file():
+        for a in Manifest.read(path.parent).artifacts:
+            if a.path == path.name:
+                return [(path, a.backend, a.precision, a.parity)]
+    return [(path, *_guess(path), None)]
+
+
+def run_runner(command: list[str], config: dict, timeout: float = 1800) -> dict:
+    proc = subprocess.run([*command, json.dumps(config)], capture_output=True, text=True,
+                          timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgekitError(f"benchmark runner failed for {config['artifact']}: {tail}")
+    data = json.loads(lines[-1])
+    if "error" in data:
+        if data.get("kind") == "missing_runtime":
+            suffix = Path(config["artifact"]).suffix
+            raise MissingDependencyError(data["error"].split(": install one of ")[-1].split(",")[0],
+                                         EXTRA_FOR_SUFFIX.get(suffix, "all"))
+        raise EdgekitError(f"benchmark of {config['artifact']} failed: {data['error']}")
+    return data
+
+
+def bench_artifact(path: Path, backend: str, precision: str, settings: BenchSettings,
+                   parity: dict | None = None) -> BenchResult:
+    data = run_runner([sys.executable, str(RUNNER)], settings.runner_config(path))
+    return _result(data, path, backend, precision, parity)
+
+
+def _result(data: dict, path: Path, backend: str, precision: str, parity: dict | None,
+            device: str = "local", emulated: bool = False) -> BenchResult:
+    return BenchResult(
+        artifact=str(path), backend=backend, precision=precision, threads=data["threads"],
+        runtime=data["runtime"], load_ms=data["load_ms"],
+        first_inference_ms=data["first_inference_ms"], latency_ms=data["latency_ms"],
+        throughput_fps=data["throughput_fps"], peak_rss_mb=data["peak_rss_mb"],
+        size_bytes=data["size_bytes"], n=data["n"], device=device, emulated=emulated,
+        parity=parity, per_op=data.get("per_op"), per_op_note=data.get("per_op_note"),
+        extra={"host": data.get("host"), "rss_runtime_imported_mb": data.get("rss_runtime_imported_mb")})
+
+
+def bench(path: str | Path, threads: list[int | None] | None = None, warmup: int = 10,
+          iterations: int | None = None, duration: float | None = None, per_op: bool = False,
+          ov_precision: str | None = None, progress=None) -> list[BenchResult]:
+    """Benchmark one artifact or a whole convert folder at each thread count."""
+    say = progress or (lambda _m: None)
+    results = []
+    for artifact, backend, precision, parity in artifacts_in(Path(path)):
+        for t in threads or [None]:
+            settings = BenchSettings(t, warmup, iterations, duration, per_op, ov_precision)
+            say(f"{artifact.name} ({backend} {precision}), threads {t or 'default'}")
+            results.append(bench_artifact(artifact, backend, precision, settings, parity))
+    return results

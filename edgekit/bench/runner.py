@@ -1,0 +1,268 @@
+"""Standalone latency runner: numpy + one runtime, no edgekit imports.
+
+The same file runs locally (in a fresh process, so peak memory is the inference's own) and is
+copied to devices over SSH. Usage:
+    python runner.py '{"artifact": "model.tflite", "threads": 2, "warmup": 10,
+                       "iterations": 100, "duration": null, "per_op": false}'
+Prints one JSON object on stdout; on failure prints {"error": "..."} and exits 3 (missing
+runtime) or 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+RUNTIMES = {
+    ".tflite": (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")),
+    ".onnx": (("onnxruntime", "onnxruntime"),),
+    ".xml": (("openvino", "openvino"),),
+}
+
+
+class MissingRuntime(Exception):
+    pass
+
+
+def _rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _import_runtime(suffix: str):
+    import importlib
+
+    tried = []
+    for module, package in RUNTIMES[suffix]:
+        try:
+            return importlib.import_module(module), package
+        except ImportError:
+            tried.append(package)
+    raise MissingRuntime(f"no runtime for {suffix} files: install one of {', '.join(tried)}"
+                         + (" (tflite-runtime needs numpy<2)" if suffix == ".tflite" else ""))
+
+
+def _random_input(np, shape, dtype):
+    rng = np.random.default_rng(0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+class TFLiteModel:
+    def __init__(self, path, threads, module, package):
+        import numpy as np
+
+        interpreter_mod = module.interpreter if hasattr(module, "interpreter") else \
+            __import__(f"{module.__name__}.interpreter", fromlist=["Interpreter"])
+        self.interpreter = interpreter_mod.Interpreter(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        detail = self.interpreter.get_input_details()[0]
+        self.input_index = detail["index"]
+        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        self.input = _random_input(np, tuple(detail["shape"]), detail["dtype"])
+        ops = [op["op_name"] for op in self.interpreter._get_ops_details()]
+        version = getattr(module, "__version__", None) or _dist_version(package)
+        self.runtime = {"name": package, "version": version,
+                        "details": {"xnnpack": "DELEGATE" in ops,
+                                    "delegate_partitions": ops.count("DELEGATE"),
+                                    "ops_after_delegation": len(ops)}}
+        self.per_op_note = (f"{package}'s Python API has no per-op profiler; use LiteRT's "
+                            "benchmark_model --enable_op_profiling=true on the device")
+
+    def infer(self):
+        self.interpreter.set_tensor(self.input_index, self.input)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_index)
+
+    def per_op(self, runs):
+        return None
+
+
+class OnnxModel:
+    def __init__(self, path, threads, module, package, profile=False, profile_dir=None):
+        import numpy as np
+
+        ort = module
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if threads:
+            opts.intra_op_num_threads = threads
+        if profile:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(profile_dir or ".", "edgekit_ort_profile")
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
+                 "tensor(int8)": np.int8}.get(inp.type, np.float32)
+        shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
+        self.feed = {inp.name: _random_input(np, shape, dtype)}
+        self.runtime = {"name": "onnxruntime", "version": ort.__version__,
+                        "details": {"providers": self.session.get_providers(),
+                                    "intra_op_threads": threads or "default"}}
+        self.path, self.threads, self.module = path, threads, module
+
+    def infer(self):
+        return self.session.run(None, self.feed)[0]
+
+    def per_op(self, runs):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            prof = OnnxModel(self.path, self.threads, self.module, "onnxruntime", True, tmp)
+            for _ in range(runs):
+                prof.infer()
+            trace = prof.session.end_profiling()
+            with open(trace) as f:
+                events = json.load(f)
+        rows = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                name = e["name"][: -len("_kernel_time")]
+                row = rows.setdefault(name, {"name": name, "type": e["args"].get("op_name", "?"),
+                                             "total_us": 0.0, "count": 0})
+                row["total_us"] += e["dur"]
+                row["count"] += 1
+        return [{"name": r["name"], "type": r["type"], "time_us": r["total_us"] / max(1, runs)}
+                for r in rows.values()]
+
+
+class OpenVINOModel:
+    def __init__(self, path, threads, module, package, precision=None):
+        import numpy as np
+
+        ov = module
+        self.core = ov.Core()
+        self.model = self.core.read_model(path)
+        self.config = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = threads
+        if precision:
+            self.config["INFERENCE_PRECISION_HINT"] = precision
+        self.compiled = self.core.compile_model(self.model, "CPU", self.config)
+        self.request = self.compiled.create_infer_request()
+        port = self.compiled.input(0)
+        dtype = np.dtype(port.get_element_type().to_dtype())
+        self.input = _random_input(np, tuple(port.get_shape()), dtype)
+        self.runtime = {"name": "openvino", "version": ov.__version__.split("-")[0],
+                        "details": {
+                            "device": "CPU",
+                            "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                            "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
+                            "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}}
+
+    def infer(self):
+        self.request.infer({0: self.input})
+        return self.request.get_output_tensor(0).data
+
+    def per_op(self, runs):
+        compiled = self.core.compile_model(self.model, "CPU", {**self.config, "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        totals = {}
+        for _ in range(runs):
+            request.infer({0: self.input})
+            for info in request.profiling_info:
+                if info.status.name != "EXECUTED":
+                    continue
+                row = totals.setdefault(info.node_name, {"name": info.node_name, "type": info.node_type,
+                                                         "exec_type": info.exec_type, "time_us": 0.0})
+                row["time_us"] += info.real_time.total_seconds() * 1e6 / runs
+        return list(totals.values())
+
+
+def _dist_version(package):
+    try:
+        from importlib.metadata import version
+
+        return version(package)
+    except Exception:
+        return "unknown"
+
+
+def _stats(samples_ms):
+    import numpy as np
+
+    a = np.asarray(samples_ms)
+    return {"min": float(a.min()), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
+            "max": float(a.max()), "std": float(a.std())}
+
+
+def run(config: dict) -> dict:
+    path = config["artifact"]
+    suffix = os.path.splitext(path)[1]
+    if suffix not in RUNTIMES:
+        raise ValueError(f"unsupported artifact {path}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"artifact not found: {path}")
+    rss_before = _rss_mb()
+    module, package = _import_runtime(suffix)
+    threads = config.get("threads")
+    cls = {".tflite": TFLiteModel, ".onnx": OnnxModel, ".xml": OpenVINOModel}[suffix]
+    extra = {"precision": config["ov_precision"]} if suffix == ".xml" and config.get("ov_precision") else {}
+    rss_runtime = _rss_mb()
+    t0 = time.perf_counter_ns()
+    model = cls(path, threads, module, package, **extra)
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+    t0 = time.perf_counter_ns()
+    model.infer()
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+    for _ in range(int(config.get("warmup", 10))):
+        model.infer()
+    iterations = config.get("iterations")
+    duration = config.get("duration")
+    if not iterations and not duration:
+        iterations = 100
+    samples = []
+    deadline = time.perf_counter_ns() + int(duration * 1e9) if duration else None
+    min_runs = int(config.get("min_iterations", 10))
+    while True:
+        t0 = time.perf_counter_ns()
+        model.infer()
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if iterations and len(samples) >= iterations:
+            break
+        if deadline and time.perf_counter_ns() >= deadline and len(samples) >= min_runs:
+            break
+    stats = _stats(samples)
+    result = {
+        "artifact": path, "threads": threads, "runtime": model.runtime,
+        "load_ms": load_ms, "first_inference_ms": first_ms, "latency_ms": stats,
+        "throughput_fps": 1000.0 / stats["mean"], "peak_rss_mb": _rss_mb(),
+        "rss_before_runtime_mb": rss_before, "rss_runtime_imported_mb": rss_runtime,
+        "size_bytes": os.path.getsize(path) + (os.path.getsize(path[:-4] + ".bin")
+                                               if suffix == ".xml" and os.path.exists(path[:-4] + ".bin") else 0),
+        "n": len(samples), "host": {"machine": platform.machine(), "python": platform.python_version(),
+                                    "cpu_count": os.cpu_count()},
+    }
+    if config.get("per_op"):
+        ops = model.per_op(int(config.get("per_op_runs", 20)))
+        result["per_op"] = ops
+        if ops is None:
+            result["per_op_note"] = model.per_op_note
+    return result
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = json.loads(argv[0])
+        result = run(config)
+    except MissingRuntime as exc:
+        print(json.dumps({"error": str(exc), "kind": "missing_runtime"}))
+        return 3
+    except Exception as exc:  # report, don't trace: the caller prints one line
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""`edgekit bench`: latency of artifacts, locally, per thread count, with per-op breakdown."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..bench.local import bench
+from ..bench.report import chart, per_op_tables, table, write_outputs
+from .console import console as make_console
+
+
+def _threads(ctx, param, value: str | None) -> list[int | None]:
+    if value is None:
+        return [None]
+    try:
+        counts = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected N or N,M,... got {value!r}") from None
+    if not counts or any(c < 1 for c in counts):
+        raise click.BadParameter("thread counts must be >= 1")
+    return counts
+
+
+@click.command("bench")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--threads", callback=_threads, default=None,
+              help="Thread count or list, e.g. 1,2,4 [default: the runtime's default].")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--iterations", "-n", type=click.IntRange(min=1), default=None,
+              help="Measured runs [default: 100 unless --duration].")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=None,
+              help="Measure for this many seconds instead of a fixed count.")
+@click.option("--per-op", is_flag=True, help="Time per op type and the slowest ops.")
+@click.option("--ov-precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
+              help="OpenVINO inference precision [default: the device's, recorded].")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write results as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+              help="Write results as CSV.")
+@click.option("--chart/--no-chart", default=True, show_default=True,
+              help="For a convert folder: save latency-vs-agreement PNG beside the manifest.")
+def command(path, threads, warmup, iterations, duration, per_op, ov_precision, json_path,
+            csv_path, chart) -> None:
+    """Benchmark an artifact (.tflite, .onnx, .xml) or every artifact of a convert folder.
+
+    Each run happens in a fresh process: load/compile time, first inference, warm latency
+    (min/mean/p50/p90/p99/max/std over the measured runs), throughput and peak memory.
+    """
+    if iterations and duration:
+        raise click.UsageError("give --iterations or --duration, not both")
+    err = make_console(stderr=True)
+    results = bench(path, threads, warmup, iterations, duration, per_op, ov_precision,
+                    progress=lambda m: err.print(f"bench: {m}", highlight=False))
+    out = make_console()
+    out.print(table(results, title=f"edgekit bench {path}"))
+    for item in per_op_tables(results) if per_op else []:
+        out.print(item)
+    write_outputs(results, json_path, csv_path)
+    if chart and Path(path).is_dir():
+        png = chart_path = Path(path) / "bench.png"
+        if chart_fn(results, chart_path):
+            err.print(f"chart: {png}", highlight=False)
+
+
+chart_fn = chart

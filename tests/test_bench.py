@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from edgekit.bench import runner
+from edgekit.bench.local import bench
+from edgekit.bench.report import JSON_KEYS, speedups, to_csv, to_json
+from edgekit.convert import convert
+from edgekit.errors import InputError
+
+pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    target = tmp / "ort.yaml"
+    target.write_text(yaml.safe_dump({
+        "name": "ort", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
+        "builds": [{"backend": "onnxruntime", "precisions": ["fp32", "int8"],
+                    "activation_type": "uint8", "why": "test"}]}))
+    convert(str(target), "mobilenet_v3_small", width=0.75, resolution=96, out=tmp / "out", calib_size=4)
+    return tmp / "out"
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgekit.cli.main", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_single_artifact_json(build, tmp_path):
+    out = cli("bench", str(build / "model_int8.onnx"), "--threads", "1", "-n", "30", "--warmup", "3",
+              "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"))
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert set(JSON_KEYS) <= set(data)
+    assert data["n"] == 30 and data["threads"] == 1 and data["precision"] == "int8"
+    lat = data["latency_ms"]
+    assert set(lat) == {"min", "mean", "p50", "p90", "p99", "max", "std"}
+    assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert data["runtime"]["name"] == "onnxruntime" and data["peak_rss_mb"] > 10
+    assert data["load_ms"] > 0 and data["first_inference_ms"] > 0
+    assert (tmp_path / "r.csv").read_text().count("\n") == 2
+
+
+def test_folder_threads_speedup_and_chart(build):
+    results = bench(build, threads=[1, 2], iterations=10, warmup=2)
+    assert [(r.precision, r.threads) for r in results] == [("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)]
+    ups = speedups(results)
+    assert ups[0] == 1.0 and ups[2] > 0
+    assert results[2].parity["top1_agreement"] is not None  # carried from the manifest
+    assert isinstance(json.loads(to_json(results)), list)
+    assert "p50_ms" in to_csv(results)
+    out = cli("bench", str(build), "-n", "5", "--warmup", "1")
+    assert out.returncode == 0, out.stderr
+    assert (build / "bench.png").stat().st_size > 1000
+
+
+def test_duration_mode_and_per_op(build):
+    [r] = bench(build / "model_fp32.onnx", threads=[1], duration=0.3, per_op=True)
+    assert r.n >= 10
+    assert {op["type"] for op in r.per_op} >= {"Conv"}
+
+
+def test_runner_reports_missing_runtime(monkeypatch, build):
+    monkeypatch.setitem(runner.RUNTIMES, ".onnx", (("no_such_runtime_mod", "onnxruntime"),))
+    with pytest.raises(runner.MissingRuntime, match="install one of onnxruntime"):
+        runner.run({"artifact": str(build / "model_fp32.onnx")})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nope.onnx"], "artifact not found"),
+    (["README.md"], "cannot benchmark README.md"),
+    (["tests"], "no manifest.json and no"),
+    (["x.onnx", "--threads", "0"], "thread counts must be >= 1"),
+    (["x.onnx", "-n", "5", "--duration", "1"], "not both"),
+])
+def test_bad_input(args, message):
+    out = cli("bench", *args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr

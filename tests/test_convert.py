@@ -1,0 +1,120 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgekit.convert import convert
+from edgekit.errors import InputError, ParityError
+from edgekit.manifest import Manifest
+
+pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+
+
+@pytest.fixture
+def ort_target(tmp_path):
+    path = tmp_path / "ort.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "ort", "description": "ONNX Runtime only", "cpu": {"arch": "x86_64", "cores": 2},
+        "threads": 2, "builds": [{"backend": "onnxruntime", "precisions": ["fp32", "int8"],
+                                  "activation_type": "uint8", "why": "test"}]}))
+    return str(path)
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgekit.cli.main", *args], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+def test_convert_writes_verified_manifest(tmp_path, ort_target):
+    out = tmp_path / "out"
+    manifest = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=128, out=out,
+                       calib_size=8)
+    data = json.loads((out / "manifest.json").read_text())
+    assert data["target"] == "ort" and data["model"]["name"] == "mobilenet_v3_small"
+    assert data["model"]["preprocessing"]["size"] == 128
+    assert data["calibration"]["n_images"] == 8 and data["calibration"]["method"] == "minmax"
+    assert [(a["backend"], a["precision"]) for a in data["artifacts"]] == [
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    for a in data["artifacts"]:
+        assert (out / a["path"]).stat().st_size == a["size_bytes"]
+        assert len(a["sha256"]) == 64 and a["runtime"]["name"] == "onnxruntime"
+        assert a["parity"]["n_images"] == 8 and a["parity_ok"]
+    fp32, int8 = data["artifacts"]
+    assert fp32["parity"]["max_abs_diff"] < 1e-4 * max(1, fp32["parity"]["reference_max_abs"])
+    assert int8["parity"]["sqnr_db"] > 10
+    assert data["notices"] and "random weights" in data["notices"][0]
+    assert Manifest.read(out).artifacts[1].precision == "int8"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_parity_failure_exits_nonzero(tmp_path, ort_target):
+    data = yaml.safe_load(Path(ort_target).read_text())
+    data["parity"] = {"fp32_max_abs_diff": 1e-12}
+    Path(ort_target).write_text(yaml.safe_dump(data))
+    with pytest.raises(ParityError, match=r"model_fp32\.onnx: max abs diff .* > 1e-12"):
+        convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
+                precision="fp32", calib_size=2)
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"][0]["parity_ok"] is False
+
+
+def test_precision_filter_and_unknown_combination(tmp_path, ort_target):
+    m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
+                precision="fp32", calib_size=2)
+    assert [a.precision for a in m.artifacts] == ["fp32"]
+    with pytest.raises(InputError, match="builds no fp16 artifact"):
+        convert(ort_target, precision="fp16", out=tmp_path / "o2")
+
+
+def test_cli_convert_user_onnx(tmp_path, ort_target):
+    first = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "a",
+                    precision="fp32", calib_size=2)
+    onnx_file = tmp_path / "a" / first.artifacts[0].path
+    out = run("convert", "--target", ort_target, "--model", str(onnx_file), "--out",
+              str(tmp_path / "b"), "--calib-size", "4")
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert data["model"]["source"] == "onnx" and len(data["artifacts"]) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--target", "rpi3"], "unknown target 'rpi3' (did you mean 'rpi4' or 'rpi5'?)"),
+    (["--model", "mobilenet_v9"], "unknown model 'mobilenet_v9'"),
+    (["--model", "missing.onnx"], "model file not found"),
+    (["--weights", "nothing.pth"], "weights file not found"),
+    (["--calib", "EMPTY"], "no images"),
+    (["--calib", "NOIMAGES"], "none of the 2 image files"),
+    (["--calib", "missing-folder"], "image folder not found"),
+    (["--out", "/proc/edgekit-out"], "not writable"),
+    (["--precision", "fp16", "--backend", "onnxruntime"], "builds no onnxruntime fp16 artifact"),
+])
+def test_cli_bad_input(tmp_path, args, message):
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "NOIMAGES").mkdir()
+    (tmp_path / "NOIMAGES" / "a.jpg").write_text("not a jpeg")
+    (tmp_path / "NOIMAGES" / "b.png").write_bytes(b"\x89PNG broken")
+    args = [a.replace("EMPTY", str(tmp_path / "EMPTY")).replace("NOIMAGES", str(tmp_path / "NOIMAGES"))
+            for a in args]
+    out = run("convert", "--out", str(tmp_path / "o"), *args) if "--out" not in args else run("convert", *args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, ort_target):
+    from shutil import copy
+
+    from edgekit.calibration import DEFAULT_CALIBRATION_DIR
+
+    calib = tmp_path / "calib" / "cats"
+    calib.mkdir(parents=True)
+    for name in ("chelsea_cat.jpg", "coffee.jpg", "cameraman_gray.jpg"):
+        copy(DEFAULT_CALIBRATION_DIR / name, calib / name)
+    (calib / "broken.jpg").write_text("nope")
+    m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
+                calib=tmp_path / "calib", precision="int8")
+    assert m.calibration["n_images"] == 3 and m.calibration["skipped_unreadable"] == 1
