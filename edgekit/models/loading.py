@@ -51,13 +51,14 @@ def load_model(model: str | None = None, weights: str | None = None, *, width: f
             if width and width != meta.width:
                 raise InputError(f"{weights} has width {meta.width}, not {width}")
             net = load_checkpoint(weights)
+            net.meta = net.meta.with_(weights=str(Path(weights).resolve()))
             if resolution and resolution != meta.resolution:
                 net.meta = net.meta.with_(resolution=resolution,
                                           preprocessing=_rescaled(net.meta.preprocessing, resolution))
             return net
         name = model or DEFAULT_MODEL
         net = create(name, width=width or 1.0, resolution=resolution or 224,
-                     num_classes=num_classes or _classes_in(state), weights=str(Path(weights)))
+                     num_classes=num_classes or _classes_in(state), weights=str(Path(weights).resolve()))
         load_state(net, state, str(weights))
         return net.eval()
     name = model or DEFAULT_MODEL

@@ -1,0 +1,89 @@
+"""Labelled image sets for evaluation: a folder of class subfolders or a TSV of path<TAB>class."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .preprocessing import is_image_file
+
+
+@dataclass
+class LabelledSet:
+    files: list[Path]
+    targets: np.ndarray  # model output indices
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def background_offset(labels: list[str] | None, num_classes: int) -> int:
+    """1 for TensorFlow's 1001-class ImageNet models (output 0 is "background"), else 0."""
+    if num_classes == 1001 and (not labels or labels[0].strip().lower() == "background"):
+        return 1
+    return 0
+
+
+def _label_index(labels: list[str] | None) -> dict[str, int]:
+    """Class name -> output index, matching the full label or any of its comma-separated synonyms."""
+    index: dict[str, int] = {}
+    for i, label in enumerate(labels or []):
+        for name in [label, *label.split(",")]:
+            index.setdefault(name.strip().lower().replace("_", " "), i)
+    return index
+
+
+def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
+                  limit: int | None = None, seed: int = 0) -> LabelledSet:
+    path = Path(path)
+    offset = background_offset(labels, num_classes)
+    names = _label_index(labels)
+
+    def resolve(cls: str, where: str) -> int:
+        cls = cls.strip()
+        if cls.lstrip("-").isdigit():
+            k = int(cls) + offset
+        elif cls.lower().replace("_", " ") in names:
+            k = names[cls.lower().replace("_", " ")]
+        else:
+            hint = "" if labels else " (the model has no labels: use class indices)"
+            raise InputError(f"{where}: class '{cls}' is not one of the model's labels{hint}")
+        if not 0 <= k < num_classes:
+            raise InputError(f"{where}: class index {cls} outside the model's {num_classes} classes")
+        return k
+
+    if path.is_file() and path.suffix.lower() in (".tsv", ".txt"):
+        files, targets = [], []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise InputError(f"{path}:{n}: expected path<TAB>class")
+            f = Path(parts[0])
+            files.append(f if f.is_absolute() else path.parent / f)
+            targets.append(resolve(parts[1], f"{path}:{n}"))
+    elif path.is_dir():
+        classes = sorted(p for p in path.iterdir() if p.is_dir())
+        if not classes:
+            raise InputError(f"{path} has no class subfolders (or pass a TSV of path<TAB>class)")
+        files, targets = [], []
+        for d in classes:
+            k = resolve(d.name, str(d))
+            for f in sorted(p for p in d.rglob("*") if is_image_file(p)):
+                files.append(f)
+                targets.append(k)
+    elif not path.exists():
+        raise InputError(f"labelled data not found: {path}")
+    else:
+        raise InputError(f"{path}: expected a folder of class subfolders or a .tsv file")
+    if not files:
+        raise InputError(f"no labelled images in {path}")
+    order = list(range(len(files)))
+    if limit is not None and limit < len(files):
+        order = sorted(random.Random(seed).sample(order, limit))
+    return LabelledSet([files[i] for i in order], np.asarray([targets[i] for i in order]), str(path))

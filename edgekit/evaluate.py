@@ -1,0 +1,133 @@
+"""Accuracy of a PyTorch model and of artifacts on labelled images, plus paired agreement."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backends.base import backend_for_path, get_backend
+from .datasets import LabelledSet, load_labelled
+from .errors import InputError
+from .manifest import MANIFEST_NAME, Manifest
+from .models.meta import ModelMeta
+from .models.weights import load_checkpoint
+from .preprocessing import Preprocessing, load_image
+from .source import ModelSource
+
+
+@dataclass
+class EvalResult:
+    path: str
+    backend: str
+    precision: str
+    top1: float
+    top5: float
+    n: int
+    agreement_with_float: float | None = None
+    skipped_unreadable: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    path: Path
+    backend: str  # "pytorch" for the float model
+    precision: str
+    preprocessing: Preprocessing
+    labels: list[str] | None
+    num_classes: int
+    float_source: "Path | None" = None  # checkpoint the artifact was converted from
+
+
+def candidates(paths: list[Path]) -> list[Candidate]:
+    out: list[Candidate] = []
+    for path in map(Path, paths):
+        if path.is_dir() or path.name == MANIFEST_NAME:
+            manifest = Manifest.read(path)
+            meta = ModelMeta.from_dict({**manifest.model, "arch": manifest.model["name"]})
+            weights = manifest.model.get("weights")
+            if weights and Path(weights).suffix in (".pth", ".pt", ".safetensors") and Path(weights).is_file():
+                out.append(Candidate(Path(weights), "pytorch", "fp32", meta.preprocessing,
+                                     list(meta.labels or []) or None, meta.num_classes))
+            for a in manifest.artifacts:
+                out.append(Candidate(manifest.artifact_path(a), a.backend, a.precision,
+                                     meta.preprocessing, list(meta.labels or []) or None, meta.num_classes))
+        elif path.suffix in (".pth", ".pt", ".safetensors"):
+            model = load_checkpoint(path)
+            m = model.meta
+            out.append(Candidate(path, "pytorch", "fp32", m.preprocessing, list(m.labels or []) or None,
+                                 m.num_classes))
+        else:
+            if not path.exists():
+                raise InputError(f"not found: {path}")
+            backend = backend_for_path(path)
+            sibling = path.parent / MANIFEST_NAME
+            record = None
+            if sibling.is_file():
+                manifest = Manifest.read(sibling)
+                record = next((a for a in manifest.artifacts if a.path == path.name), None)
+            if record is None:
+                raise InputError(f"{path.name} has no manifest.json beside it: edgekit needs its "
+                                 "preprocessing and labels (convert it with edgekit, or evaluate the folder)")
+            meta = ModelMeta.from_dict({**manifest.model, "arch": manifest.model["name"]})
+            out.append(Candidate(path, record.backend, record.precision, meta.preprocessing,
+                                 list(meta.labels or []) or None, meta.num_classes))
+    if not out:
+        raise InputError("nothing to evaluate")
+    return out
+
+
+def _predict(c: Candidate, images: np.ndarray) -> np.ndarray:
+    if c.backend == "pytorch":
+        return ModelSource.from_module(load_checkpoint(c.path)).reference(images)
+    return get_backend(c.backend).load(c.path).run(images)
+
+
+def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None,
+             progress=None) -> list[EvalResult]:
+    say = progress or (lambda _m: None)
+    cands = candidates([Path(p) for p in paths])
+    first = cands[0]
+    if any(c.num_classes != first.num_classes for c in cands):
+        raise InputError("the models to compare have different numbers of classes")
+    dataset = load_labelled(data, first.labels, first.num_classes, limit)
+    say(f"{len(dataset)} labelled images from {dataset.source}")
+    cache: dict[Preprocessing, tuple[np.ndarray, np.ndarray, int]] = {}
+    logits = []
+    for c in cands:
+        if c.preprocessing not in cache:
+            cache[c.preprocessing] = _prepare(dataset, c.preprocessing)
+        images, targets, skipped = cache[c.preprocessing]
+        say(f"{c.path.name}: {c.backend} {c.precision}")
+        logits.append((c, _predict(c, images), targets, skipped))
+    # The float reference: the PyTorch model when given, else the first fp32 artifact.
+    reference = next((c for c, *_ in logits if c.backend == "pytorch"),
+                     next((c for c, *_ in logits if c.precision == "fp32"), None))
+    float_top1 = next((lg.argmax(1) for c, lg, _, _ in logits if c is reference), None)
+    results = []
+    for c, lg, targets, skipped in logits:
+        top5 = np.argsort(-lg, axis=1)[:, :5]
+        agree = None
+        if float_top1 is not None and c is not reference and len(float_top1) == len(lg):
+            agree = float(np.mean(lg.argmax(1) == float_top1))
+        results.append(EvalResult(str(c.path), c.backend, c.precision,
+                                  float(np.mean(top5[:, 0] == targets)),
+                                  float(np.mean([t in row for t, row in zip(targets, top5)])),
+                                  len(targets), agree, skipped))
+    return results
+
+
+def _prepare(dataset: LabelledSet, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, int]:
+    images, targets, skipped = [], [], 0
+    for f, t in zip(dataset.files, dataset.targets):
+        try:
+            images.append(pre.apply(load_image(f)))
+            targets.append(t)
+        except InputError:
+            skipped += 1
+    if not images:
+        raise InputError(f"none of the images in {dataset.source} could be read")
+    return np.stack(images), np.asarray(targets), skipped
