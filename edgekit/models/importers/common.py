@@ -116,7 +116,8 @@ def load_layer(target: Target, weight: np.ndarray, bias: np.ndarray | None, sour
     if target.norm is None:
         if norm is not None:  # fold the source BN into this layer's weight and bias
             scale = norm.gamma / np.sqrt(norm.var + norm.eps)
-            layer.weight.mul_(torch.from_numpy(scale.astype(np.float32)).reshape(-1, *[1] * (layer.weight.dim() - 1)))
+            per_out = torch.from_numpy(scale.astype(np.float32))
+            layer.weight.mul_(per_out.reshape(-1, *[1] * (layer.weight.dim() - 1)))
             bias = (bias - norm.mean) * scale + norm.beta
         if layer.bias is None:
             if np.any(bias != 0):

@@ -32,7 +32,8 @@ class Layer:
     activation: frozenset[str] | None  # compatible activations; None when nothing tells
 
     def describe(self, graph: Graph) -> str:
-        return f"TFLite op {self.op.index} ({self.op.kind} '{graph.name(self.op.outputs[0])}')"
+        name = graph.name(self.op.outputs[0]).split(";")[0]  # the converter joins fused names
+        return f"TFLite op {self.op.index} ({self.op.kind} '{name}')"
 
 
 def import_tflite(path: str | Path, arch: str, width: float | None = None,
@@ -60,13 +61,13 @@ def import_tflite(path: str | Path, arch: str, width: float | None = None,
                    padding="tf_same", activation=activation, labels=labels,
                    preprocessing=preprocessing or _preprocessing(graph, resolution),
                    weights=str(path))
-    own = targets(model)
-    for target, layer in zip(own, layers):
-        source = layer.describe(graph)
-        load_layer(target, layer.weight, layer.bias, source)
-        check_activation(target, layer.activation, source)
-        _check_geometry(graph, layer.op, target, source)
+    pairs = list(zip(targets(model), layers))
+    for target, layer in pairs:  # shapes first: they tell a wrong architecture best
+        load_layer(target, layer.weight, layer.bias, layer.describe(graph))
     check_count(model, len(layers), graph.path.name)
+    for target, layer in pairs:
+        check_activation(target, layer.activation, layer.describe(graph))
+        _check_geometry(graph, layer.op, target, layer.describe(graph))
     _check_residuals(graph, model)
     return model.eval()
 
@@ -99,7 +100,12 @@ def _layer(graph: Graph, op: Op) -> Layer:
         weight = weight.transpose(0, 3, 1, 2)
     elif op.kind == "DEPTHWISE_CONV_2D":  # 1, H, W, C*multiplier -> C*multiplier, 1, H, W
         weight = weight.transpose(3, 0, 1, 2)
-    return Layer(op, weight, bias, _observed_activation(graph, op))
+    activation = _observed_activation(graph, op)
+    if activation == {"relu6"} and _scaled_by_sixth(graph, op):
+        # relu6(Wx + b) / 6 is the hard sigmoid of Wx + b - 3: converters fold the + 3 into b
+        activation = frozenset({"hsigmoid"})
+        bias = (np.zeros(weight.shape[0], np.float32) if bias is None else bias) - 3.0
+    return Layer(op, weight, bias, activation)
 
 
 def _observed_activation(graph: Graph, op: Op) -> frozenset[str] | None:
@@ -139,6 +145,16 @@ def _constant_operand(graph: Graph, op: Op) -> float | None:
     return float(values[0]) if values.size and np.all(values == values[0]) else None
 
 
+def _scaled_by_sixth(graph: Graph, op: Op) -> bool:
+    nxt = graph.only_consumer(op.outputs[0])
+    if nxt is not None and nxt.kind == "RELU6":
+        nxt = graph.only_consumer(nxt.outputs[0])
+    if nxt is None or nxt.kind != "MUL":
+        return False
+    factor = _constant_operand(graph, nxt)
+    return factor is not None and abs(factor - 1 / 6) < 1e-4
+
+
 def _hard_sigmoid(graph: Graph, add: Op) -> str | None:
     """'hsigmoid' for ADD(c) -> relu6 -> MUL(k) with c = 3, k = 1/6 (TF's squeeze-excite gate);
     a description of the gate when the constants differ; None if this is not such a gate."""
@@ -169,8 +185,8 @@ def _check_geometry(graph: Graph, op: Op, target: Target, source: str) -> None:
     src, explicit = op.inputs[0], [(0, 0), (0, 0)]
     pad_op = graph.producer.get(src)
     if pad_op is not None and pad_op.kind in ("PAD", "PADV2"):
-        pads = graph.value(pad_op.inputs[1]).astype(int)  # NHWC x (before, after)
-        explicit, src = [tuple(pads[1]), tuple(pads[2])], pad_op.inputs[0]
+        pads = graph.interpreter.get_tensor(pad_op.inputs[1]).astype(int)  # NHWC x (before, after)
+        explicit, src = [tuple(map(int, pads[1])), tuple(map(int, pads[2]))], pad_op.inputs[0]
     size = graph.shape(src)[1:3]
     kernel, dilation = target.layer.kernel_size, target.layer.dilation
     for axis in range(2):

@@ -10,7 +10,7 @@ import numpy as np
 from ...errors import InputError, MissingDependencyError
 
 FUSED = {0: "none", 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "tanh", 5: "sign_bit"}
-SAME, VALID = 0, 1  # tflite Padding enum
+SAME = 0  # tflite Padding enum (VALID is 1)
 
 
 def _interpreter(path: Path) -> Any:
