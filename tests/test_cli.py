@@ -41,7 +41,7 @@ def test_models_show():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["models", "show", "mobilenet_v9"], "did you mean 'mobilenet_v2'"),
+    (["models", "show", "mobilenet_v9"], "or 'mobilenet_v2'"),
     (["models", "show", "mobilenet_v2", "--width", "0"], "must be > 0"),
     (["models", "show", "mobilenet_v2", "--resolution", "31"], "at least 32"),
     (["modles"], "No such command"),

@@ -1,6 +1,8 @@
-"""`edgekit bench`: latency of artifacts, locally, per thread count, with per-op breakdown."""
+"""`edgekit bench`: latency of artifacts, locally or on devices over SSH, per thread count, with
+per-op breakdown."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -40,24 +42,50 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
               help="Write results as CSV.")
 @click.option("--chart/--no-chart", default=True, show_default=True,
               help="For a convert folder: save latency-vs-agreement PNG beside the manifest.")
+@click.option("--device", "devices", multiple=True, metavar="USER@HOST[:PORT]|NAME",
+              help="Run on a device over SSH instead of here; repeat or comma-separate for "
+                   "several (run concurrently). NAME comes from the inventory.")
+@click.option("--devices", "inventory", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Device inventory [default: ./devices.yaml, then ~/.config/edgekit/devices.yaml].")
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SSH private key for devices that name none [default: your keys / ssh-agent].")
+@click.option("--trust-new-host", is_flag=True,
+              help="Accept and save an unknown device host key (to ~/.config/edgekit/known_hosts).")
 def command(path, threads, warmup, iterations, duration, per_op, ov_precision, json_path,
-            csv_path, chart) -> None:
+            csv_path, chart, devices, inventory, key, trust_new_host) -> None:
     """Benchmark an artifact (.tflite, .onnx, .xml) or every artifact of a convert folder.
 
     Each run happens in a fresh process: load/compile time, first inference, warm latency
     (min/mean/p50/p90/p99/max/std over the measured runs), throughput and peak memory.
+    With --device the artifacts and a standalone runner are copied to the device over SSH
+    (key authentication, host keys checked), run there and cleaned up.
     """
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
+    if not devices and (inventory or key or trust_new_host):
+        raise click.UsageError("--devices, --key and --trust-new-host need --device")
     err = make_console(stderr=True)
-    results = bench(path, threads, warmup, iterations, duration, per_op, ov_precision,
-                    progress=lambda m: err.print(f"bench: {m}", highlight=False))
+    say = lambda m: err.print(f"bench: {m}", highlight=False)  # noqa: E731
+    failures = []
+    if devices:
+        from ..bench.remote import bench_remote, resolve_devices
+
+        outcome = bench_remote(path, resolve_devices(devices, inventory, key), threads, warmup,
+                               iterations, duration, per_op, ov_precision, trust_new_host, say)
+        results, failures = outcome.results, outcome.failures
+    else:
+        results = bench(path, threads, warmup, iterations, duration, per_op, ov_precision, progress=say)
     out = make_console()
-    out.print(table(results, title=f"edgekit bench {path}"))
+    if results:
+        out.print(table(results, title=f"edgekit bench {path}"))
     for item in per_op_tables(results) if per_op else []:
         out.print(item)
     write_outputs(results, json_path, csv_path)
-    if chart and Path(path).is_dir():
+    for failure in failures:  # each failed device (or artifact on it), one line
+        click.echo(f"error: {failure.message}", err=True)
+    if failures:  # after the report: the devices that worked still get their rows
+        sys.exit(max(f.exit_code for f in failures))
+    if chart and not devices and Path(path).is_dir():
         png = chart_path = Path(path) / "bench.png"
         if chart_fn(results, chart_path):
             err.print(f"chart: {png}", highlight=False)
