@@ -1,0 +1,636 @@
+"""LiteRT (TFLite): litert-torch conversion and the LiteRT / tflite-runtime interpreter.
+
+- fp32: plain litert-torch conversion.
+- fp16: float16 weights through litert-torch's ai-edge-quantizer recipe (``full_fp16_recipe``:
+  weight-only "float casting"; each conv/FC weight is stored as float16 and DEQUANTIZEd to
+  float32 at load time, so compute stays float32 and XNNPACK folds the DEQUANTIZE ops away).
+- int8: full-integer PT2E. ``torch.export(strict=True)`` first (with the default non-strict
+  export the residual ADDs stay float), per-channel symmetric int8 weights, per-tensor int8
+  activations calibrated on the CalibrationSet, then litert-torch lowers the Q/DQ graph to integer
+  kernels with int8 input and output. ``io_dtype`` "uint8" adds a QUANTIZE (uint8 <-> int8, same
+  scale, zero point shifted by 128) at each end, as TensorFlow's converter does; "float32" adds a
+  QUANTIZE / DEQUANTIZE pair so callers feed floats (the body stays integer).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import io
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..calibration import CalibrationSet
+from ..errors import InputError, MissingDependencyError
+from ..fileio import atomic_path
+from ..source import ModelSource
+from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
+
+CALIBRATION_METHODS = ("minmax", "histogram", "mse", "percentile")
+IO_DTYPES = ("int8", "uint8", "float32")
+EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpreter
+
+
+def interpreter_api() -> tuple[str, Any]:
+    """(runtime name, interpreter module): ai-edge-litert first, tflite-runtime as a fallback."""
+    for name, module in (("ai-edge-litert", "ai_edge_litert.interpreter"),
+                         ("tflite-runtime", "tflite_runtime.interpreter")):
+        try:
+            return name, importlib.import_module(module)
+        except ImportError:
+            continue
+    raise MissingDependencyError("ai-edge-litert", "tflite")
+
+
+def _runtime_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _make_interpreter(path: Path, threads: int | None = None, delegates: bool = True) -> Any:
+    """An allocated interpreter. ``delegates=False`` keeps XNNPACK out so the real ops show."""
+    _, api = interpreter_api()
+    kwargs: dict[str, Any] = {"model_path": str(path)}
+    if threads:
+        kwargs["num_threads"] = int(threads)
+    if not delegates:
+        kwargs["experimental_op_resolver_type"] = api.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = api.Interpreter(**kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        if EDGETPU_CUSTOM_OP in str(exc):
+            return _edgetpu_interpreter(api, kwargs, path)
+        raise InputError(f"cannot load TFLite model {path}: {_first_line(exc)}") from exc
+    return interpreter
+
+
+def _edgetpu_interpreter(api: Any, kwargs: dict[str, Any], path: Path) -> Any:
+    """A compiled Edge TPU model: its custom op runs only through the libedgetpu delegate."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(EDGETPU_LIBRARY)  # probe first: a failed load_delegate() leaves noisy cleanup
+        delegate = api.load_delegate(EDGETPU_LIBRARY)
+    except (ValueError, OSError, RuntimeError, AttributeError) as exc:
+        raise InputError(
+            f"{path.name} is compiled for the Edge TPU ({EDGETPU_CUSTOM_OP}) and needs the Edge TPU "
+            f"runtime ({EDGETPU_LIBRARY}, Debian package libedgetpu1-std) and an attached Edge TPU; "
+            f"none is available here ({_first_line(exc)}). Run the uncompiled int8 .tflite on the "
+            "CPU instead.") from exc
+    kwargs = {k: v for k, v in kwargs.items() if k != "experimental_op_resolver_type"}
+    try:
+        interpreter = api.Interpreter(experimental_delegates=[delegate], **kwargs)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot load Edge TPU model {path}: {_first_line(exc)}") from exc
+    return interpreter
+
+
+def _ops_details(interpreter: Any) -> list[dict]:
+    get = getattr(interpreter, "_get_ops_details", None)
+    return list(get()) if get is not None else []
+
+
+def op_counts(path: str | Path) -> dict[str, int]:
+    """{op type: count} of a .tflite as the interpreter sees it, without XNNPACK's DELEGATE
+    node hiding the real ops."""
+    interpreter = _make_interpreter(Path(path), delegates=False)
+    return dict(Counter(d["op_name"] for d in _ops_details(interpreter)))
+
+
+def xnnpack_partitions(path: str | Path, threads: int | None = None) -> int:
+    """How many DELEGATE nodes XNNPACK makes of the graph (1 = one partition, the fast case;
+    0 = XNNPACK not applied)."""
+    interpreter = _make_interpreter(Path(path), threads)
+    return sum(d["op_name"] == "DELEGATE" for d in _ops_details(interpreter))
+
+
+def undelegated_ops(interpreter: Any) -> list[str]:
+    """Op types that run outside the delegate partitions (LiteRT's own kernels).
+
+    An op outside every partition produces a tensor that is needed outside: a delegate input,
+    a model output, or the input of another op outside. Ops inside never do (their results
+    leave the partition only as the DELEGATE node's outputs).
+    """
+    details = _ops_details(interpreter)
+    delegates = [d for d in details if d["op_name"] == "DELEGATE"]
+    if not delegates:
+        return []
+    ops = [d for d in details if d["op_name"] != "DELEGATE"]
+    delegate_out = {int(t) for d in delegates for t in d["outputs"]}
+    needed = {int(t) for d in delegates for t in d["inputs"]}
+    needed |= {int(o["index"]) for o in interpreter.get_output_details()}
+    outside: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for op in ops:
+            outs = {int(t) for t in op["outputs"]}
+            if op["index"] in outside or outs & delegate_out or not outs & needed:
+                continue
+            outside.add(op["index"])
+            needed |= {int(t) for t in op["inputs"]}
+            changed = True
+    return [op["op_name"] for op in ops if op["index"] in outside]
+
+
+def _dtype_name(dtype: Any) -> str:
+    return np.dtype(dtype).name
+
+
+def _spec(detail: dict) -> TensorSpec:
+    shape = tuple(int(d) for d in detail["shape"])
+    dtype = _dtype_name(detail["dtype"])
+    layout = "NHWC" if len(shape) == 4 and shape[-1] == 3 and shape[1] != 3 else "NCHW"
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    if dtype in ("int8", "uint8") and scale:
+        return TensorSpec(shape, dtype, layout, float(scale), int(zero_point))
+    return TensorSpec(shape, dtype, layout)
+
+
+class TFLiteSession(Session):
+    """A .tflite in LiteRT (or tflite-runtime) with the default delegates (XNNPACK on CPU)."""
+
+    per_op_available = False  # neither Python API exposes LiteRT's op profiler
+
+    def __init__(self, path: Path, threads: int | None = None):
+        name, _ = interpreter_api()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"TFLite model not found: {self.path}")
+        self.interpreter = _make_interpreter(self.path, threads)
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1:
+            raise InputError(f"{self.path.name} has {len(inputs)} inputs; edgekit expects one image")
+        self.input = _spec(inputs[0])
+        self.output = _spec(outputs[0])
+        self._in = inputs[0]["index"]
+        self._out = outputs[0]["index"]
+        details = _ops_details(self.interpreter)
+        partitions = sum(d["op_name"] == "DELEGATE" for d in details)
+        edgetpu = any(d["op_name"] == EDGETPU_CUSTOM_OP for d in details)
+        self.runtime = RuntimeInfo(name, _runtime_version(name), {
+            "xnnpack": partitions > 0 and not edgetpu,
+            "delegate_partitions": partitions,
+            "ops_outside_delegate": undelegated_ops(self.interpreter),
+            "edgetpu": edgetpu,
+            "threads": threads or "default"})
+
+    def infer(self, native: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._in, native)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out)
+
+    def finish(self, raw: np.ndarray) -> np.ndarray:
+        out = np.asarray(raw)
+        if self.output.scale is not None:
+            return ((out.astype(np.float32) - self.output.zero_point) * self.output.scale).reshape(-1)
+        return out.astype(np.float32, copy=False).reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion helpers
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """litert-torch prints a progress tree and ai-edge-quantizer a size summary and tqdm bar;
+    keep them out of edgekit's output (errors still propagate as exceptions)."""
+    previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
+
+
+def _nhwc_wrapper(module):
+    """The model with an NHWC input, like ``litert_torch.to_channel_last_io(module, args=[0])``,
+    but the permuted input is made contiguous: the converted graph is the same (one layout
+    change that folds into the first convolution), and calibration runs ~3x faster because every
+    activation is then a contiguous NCHW tensor for the observers."""
+    import torch
+
+    class NHWCInput(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.permute(0, 3, 1, 2).contiguous())
+
+    return NHWCInput(module).eval()
+
+
+def _percentile_observer():
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    class PercentileObserver(HistogramObserver):
+        """Range = the [100 - p, p] percentiles of the HistogramObserver's histogram."""
+
+        def __init__(self, percentile: float = 99.999, **kwargs):
+            super().__init__(**kwargs)
+            self.percentile = float(percentile)
+
+        def calculate_qparams(self):
+            import torch
+
+            if self.min_val == float("inf") and self.max_val == float("-inf"):
+                return super().calculate_qparams()  # unobserved: torchao's default + warning
+            cdf = torch.cumsum(self.histogram, 0) / self.histogram.sum().clamp(min=1)
+            width = (self.max_val - self.min_val) / self.bins
+            q = torch.tensor([1 - self.percentile / 100, self.percentile / 100], dtype=cdf.dtype)
+            lo, hi = torch.searchsorted(cdf, q).clamp(0, self.bins - 1).tolist()
+            new_min = self.min_val + lo * width
+            new_max = self.min_val + (hi + 1) * width
+            return self._calculate_qparams(new_min, torch.minimum(new_max, self.max_val))
+
+    return PercentileObserver
+
+
+def _quantization_config(calibration: CalibrationSet):
+    """litert-torch's per-channel symmetric config with the activation observer the method asks
+    for (litert-torch's own default is HistogramObserver)."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    method, options = calibration.method, calibration.options or {}
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"the tflite backend cannot calibrate with '{method}' (it supports "
+                         f"{', '.join(CALIBRATION_METHODS)})")
+    bins = int(options.get("num_bins", 2048))
+    if method == "minmax":
+        observer = MinMaxObserver.with_args(eps=2**-12)
+    elif method in ("histogram", "mse"):
+        # HistogramObserver picks the range that minimises the L2 (MSE) quantization error.
+        observer = HistogramObserver.with_args(eps=2**-12, bins=bins)
+    else:
+        percentile = float(options.get("percentile", 99.999))
+        if not 50.0 < percentile <= 100.0:
+            raise InputError(f"percentile must be in (50, 100], got {percentile}")
+        observer = _percentile_observer().with_args(eps=2**-12, bins=bins, percentile=percentile)
+    base = pq.get_symmetric_quantization_config(is_per_channel=True)
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer)
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def _scalars_to_broadcast_constants(model) -> None:
+    """``x + 3.0`` / ``x * (1/6)`` (hard-swish, hard-sigmoid): give the scalar the rank of ``x``.
+
+    The quantizer has to turn such scalars into constant tensors to quantize them; litert-torch
+    makes them 0-d, and its NHWC layout pass then keeps the whole ADD/MUL chain NCHW with a
+    TRANSPOSE on each side (MobileNetV3: ~35 TRANSPOSEs). A (1, 1, 1, 1) constant broadcasts
+    the same and lets the chain stay NHWC.
+    """
+    import torch
+
+    for node in list(model.graph.nodes):
+        if node.op != "call_function" or node.target not in (torch.ops.aten.add.Tensor,
+                                                              torch.ops.aten.mul.Tensor):
+            continue
+        tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        val = tensors[0].meta.get("val") if len(tensors) == 1 else None
+        if val is None or not hasattr(val, "ndim") or val.ndim == 0:
+            continue
+        args = []
+        for arg in node.args:
+            if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+                name = f"_edgekit_scalar_{len(list(model.buffers()))}"
+                while hasattr(model, name):
+                    name += "_"
+                model.register_buffer(name, torch.full((1,) * val.ndim, float(arg), dtype=val.dtype))
+                with model.graph.inserting_before(node):
+                    arg = model.graph.create_node("get_attr", name, (), {})
+            args.append(arg)
+        node.args = tuple(args)
+    model.recompile()
+
+
+def _annotate_conv_relu6(model, config) -> None:
+    """Quantize ReLU6 at its own output, as litert-torch already does for conv -> ReLU.
+
+    litert-torch treats ReLU6 (aten.hardtanh) as an op that shares its input's observer, so the
+    fused conv+ReLU6 output got the range of the conv's pre-activation values (e.g. [-16, 20]
+    for a [0, 6] tensor): 40 of 256 int8 levels used, and MobileNetV2 logits at -7 dB SQNR.
+    Observing after the ReLU6 gives it the whole int8 range.
+    """
+    import torch
+    from litert_torch.quantize import pt2e_quantizer_utils as qu
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    if config is None:
+        return
+    convs = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
+    relu6_ops = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default,
+                 torch.ops.aten.relu6.default)
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in relu6_ops:
+            continue
+        low = 0.0 if node.target is torch.ops.aten.relu6.default else \
+            (node.args[1] if len(node.args) > 1 else -1.0)
+        conv = node.args[0]
+        if low != 0.0 or not isinstance(conv, torch.fx.Node):
+            continue
+        if conv.op != "call_function" or conv.target not in convs or len(conv.users) != 1:
+            # ReLU6 after anything else (hard-swish's / hard-sigmoid's x + 3): its own observer
+            # too, fed by the producer's quantized output.
+            if "quantization_annotation" not in node.meta:
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={conv: SharedQuantizationSpec(conv)},
+                    output_qspec=qu.get_output_act_qspec(config), _annotated=True)
+            continue
+        partition = [node, conv, conv.args[1]]
+        qspecs = {conv.args[0]: qu.get_input_act_qspec(config),
+                  conv.args[1]: qu.get_weight_qspec(config)}
+        bias = conv.args[2] if len(conv.args) > 2 else None
+        if isinstance(bias, torch.fx.Node):
+            qspecs[bias] = qu.get_bias_qspec(config)
+            partition.append(bias)
+        if qu._is_annotated(partition):
+            continue
+        conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=qspecs,
+                                                                      _annotated=True)
+        node.meta["quantization_annotation"] = QuantizationAnnotation(
+            output_qspec=qu.get_output_act_qspec(config), _annotated=True)
+        qu._mark_nodes_as_annotated(partition)
+
+
+def _quantizer(config):
+    """litert-torch's PT2EQuantizer, plus: a constant PAD shares its input's quantization (a
+    same-scale op), so explicit pads (TF-'SAME' models) stay integer instead of leaving a float
+    PAD between a DEQUANTIZE and a QUANTIZE."""
+    import torch
+    from litert_torch.quantize import pt2e_quantizer as pq
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+
+    class Quantizer(pq.PT2EQuantizer):
+        def transform_for_annotation(self, model):
+            _scalars_to_broadcast_constants(model)
+            return super().transform_for_annotation(model)
+
+        def annotate(self, model):
+            _annotate_conv_relu6(model, self.global_config)
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                if node.op != "call_function" or node.target not in pads:
+                    continue
+                if node.target is torch.ops.aten.pad.default and len(node.args) > 2 \
+                        and node.args[2] != "constant":
+                    continue
+                prev = node.args[0]
+                annotation = prev.meta.get("quantization_annotation")
+                if annotation is None or annotation.output_qspec is None \
+                        or "quantization_annotation" in node.meta:
+                    continue
+                shared = SharedQuantizationSpec(prev)
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True)
+            return model
+
+    return Quantizer().set_global(config)
+
+
+def _set_io_dtype(data: bytes, io_dtype: str) -> bytes:
+    """Give an int8-I/O model uint8 or float32 I/O with a QUANTIZE / DEQUANTIZE at each end."""
+    if io_dtype == "int8":
+        return data
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model_from_bytearray(bytearray(data))
+    graph = model.subgraphs[0]
+
+    def opcode(builtin: int, version: int) -> int:
+        for i, code in enumerate(model.operatorCodes):
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin and code.customCode is None:
+                return i
+        code = fb.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = builtin
+        code.version = version
+        model.operatorCodes.append(code)
+        return len(model.operatorCodes) - 1
+
+    def outer_tensor(inner: Any) -> int:
+        t = fb.TensorT()
+        t.shape = list(inner.shape)
+        t.shapeSignature = list(inner.shapeSignature) if inner.shapeSignature is not None else None
+        t.name = inner.name
+        inner.name = inner.name + (b"_int8" if isinstance(inner.name, bytes) else "_int8")
+        t.buffer = 0
+        if io_dtype == "uint8":
+            t.type = fb.TensorType.UINT8
+            q = fb.QuantizationParametersT()
+            q.scale = list(inner.quantization.scale)
+            q.zeroPoint = [int(z) + 128 for z in inner.quantization.zeroPoint]
+            q.quantizedDimension = 0
+            t.quantization = q
+        else:
+            t.type = fb.TensorType.FLOAT32
+        graph.tensors.append(t)
+        return len(graph.tensors) - 1
+
+    def op(code: int, inputs: list[int], outputs: list[int]) -> Any:
+        o = fb.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = code, inputs, outputs
+        return o
+
+    quantize = opcode(fb.BuiltinOperator.QUANTIZE, 1)
+    out_code = quantize if io_dtype == "uint8" else opcode(fb.BuiltinOperator.DEQUANTIZE, 2)
+    remap: dict[int, int] = {}
+    for pos, index in enumerate(graph.inputs):
+        if graph.tensors[index].type != fb.TensorType.INT8:
+            continue
+        new = outer_tensor(graph.tensors[index])
+        graph.operators.insert(0, op(quantize, [new], [index]))
+        graph.inputs[pos] = remap[index] = new
+    for pos, index in enumerate(graph.outputs):
+        if graph.tensors[index].type != fb.TensorType.INT8:
+            continue
+        new = outer_tensor(graph.tensors[index])
+        graph.operators.append(op(out_code, [index], [new]))
+        graph.outputs[pos] = remap[index] = new
+    for signature in model.signatureDefs or []:
+        for t in list(signature.inputs or []) + list(signature.outputs or []):
+            t.tensorIndex = remap.get(t.tensorIndex, t.tensorIndex)
+    return bytes(fbu.convert_object_to_bytearray(model))
+
+
+def _float_ops(interpreter: Any) -> list[str]:
+    """Op types that compute in float (any float32 result): none in a fully integer model."""
+    return sorted({d["op_name"] for d in _ops_details(interpreter)
+                   if any(np.dtype(t) == np.float32 for t in d.get("result_types", []))})
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend
+
+
+@register_backend
+class TFLiteBackend(Backend):
+    name = "tflite"
+    suffix = ".tflite"
+    precisions = ("fp32", "fp16", "int8")
+    extra = "tflite"
+    modules = ("ai_edge_litert",)  # or tflite_runtime: see require()
+    description = "LiteRT (TFLite) + XNNPACK: litert-torch fp32, fp16 weights, full-integer int8 (PT2E)"
+
+    def require(self) -> None:
+        """The runtime: ai-edge-litert, or tflite-runtime on boards that have only that."""
+        interpreter_api()
+
+    def require_converter(self) -> None:
+        for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise MissingDependencyError(package, self.extra) from None
+
+    def runtime_info(self) -> RuntimeInfo:
+        name, _ = interpreter_api()
+        return RuntimeInfo(name, _runtime_version(name))
+
+    # -- convert --------------------------------------------------------------------------------
+
+    def convert(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
+                out: Path, options: ConvertOptions) -> Artifact:
+        data, details = self.convert_bytes(source, precision, calibration, options)
+        out = Path(out)
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(data)
+        return self.describe_built(out, precision, details)
+
+    def convert_bytes(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
+                      options: ConvertOptions) -> tuple[bytes, dict]:
+        """The .tflite bytes and the conversion facts (shared with the Edge TPU backend)."""
+        if source.module is None:
+            what = source.onnx_path.name if source.onnx_path else "this model"
+            raise InputError(f"TFLite conversion needs a PyTorch model (an edgekit model or "
+                             f"checkpoint); {what} is ONNX-only: build it with the onnxruntime or "
+                             "openvino backend instead")
+        if precision not in self.precisions:
+            raise InputError(f"{self.name} does not build {precision} "
+                             f"(choose from {', '.join(self.precisions)})")
+        if options.layout not in ("NHWC", "NCHW"):
+            raise InputError(f"layout must be NHWC or NCHW, got {options.layout}")
+        self.require_converter()
+        config = None
+        if precision == "int8":
+            if calibration is None or len(calibration) == 0:
+                raise InputError("int8 conversion needs calibration images")
+            if options.io_dtype not in IO_DTYPES:
+                raise InputError(f"io_dtype must be one of {', '.join(IO_DTYPES)}, got {options.io_dtype}")
+            config = _quantization_config(calibration)  # rejects unknown methods before any work
+        import litert_torch
+        import torch
+
+        from .same_padding import same_padded
+
+        n, c, h, w = source.input_shape
+        module, rewritten = same_padded(source.module.eval(), torch.zeros(n, c, h, w))
+        model = _nhwc_wrapper(module) if options.layout == "NHWC" else module
+        shape = (n, h, w, c) if options.layout == "NHWC" else (n, c, h, w)
+        example = (torch.zeros(shape),)
+        details: dict[str, Any] = {"converter": f"litert-torch {litert_torch.__version__}",
+                                   "layout": options.layout, "same_padding_rewrites": rewritten}
+        try:
+            with torch.no_grad(), _quiet_converter():
+                if precision == "fp32":
+                    data = litert_torch.convert(model, example).model_content()
+                    details["io_dtype"] = "float32"
+                elif precision == "fp16":
+                    from litert_torch.generative.quantize import quant_recipes
+
+                    data = litert_torch.convert(model, example,
+                                                quant_config=quant_recipes.full_fp16_recipe()).model_content()
+                    details.update(io_dtype="float32",
+                                   weights="float16 (ai-edge-quantizer float casting, weight-only)")
+                else:
+                    data = self._int8(model, example, calibration, config, options.layout)
+                    data = _set_io_dtype(data, options.io_dtype)
+                    details.update(io_dtype=options.io_dtype, calibration_method=calibration.method,
+                                   calibration_images=len(calibration),
+                                   weights="int8 per-channel symmetric", activations="int8 per-tensor")
+        except (InputError, MissingDependencyError):
+            raise
+        except Exception as exc:  # torch.export / PT2E / MLIR errors: one line for the user
+            raise InputError(f"litert-torch could not convert {source.name} to {precision}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        return bytes(data), details
+
+    @staticmethod
+    def _int8(model, example, calibration: CalibrationSet, config, layout: str) -> bytes:
+        import litert_torch
+        import torch
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e import quantize_pt2e
+
+        images = np.asarray(calibration.images, dtype=np.float32)
+        expected = tuple(example[0].shape[1:]) if layout == "NCHW" else \
+            (example[0].shape[3], *example[0].shape[1:3])
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise InputError(f"calibration images are {tuple(images.shape[1:])}, the model takes "
+                             f"{expected} (C, H, W)")
+        # strict=True: the non-strict export leaves the residual ADDs float (DEQUANTIZE/QUANTIZE).
+        exported = torch.export.export(model, example, strict=True).module()
+        quantizer = _quantizer(config)
+        prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
+        batch = torch.from_numpy(images)
+        if layout == "NHWC":
+            batch = batch.permute(0, 2, 3, 1).contiguous()
+        # One intra-op thread: batch-1 ops and ~150 observers are tiny, and with 2 threads on a
+        # busy 2-vCPU machine this loop measured ~1 s per 96 px image instead of ~15 ms.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for image in batch:  # the export is static batch 1
+                prepared(image[None])
+        finally:
+            torch.set_num_threads(threads)
+        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        return litert_torch.convert(converted, example,
+                                    quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
+
+    def describe_built(self, path: Path, precision: str, details: dict) -> Artifact:
+        plain = _make_interpreter(path, delegates=False)
+        spec = _spec(plain.get_input_details()[0])
+        details = dict(details)
+        details["ops"] = dict(Counter(d["op_name"] for d in _ops_details(plain)))
+        if precision == "int8":
+            details["float_ops"] = _float_ops(plain)
+            details["fully_integer"] = not details["float_ops"]
+        delegated = _make_interpreter(path)
+        details["xnnpack_partitions"] = sum(d["op_name"] == "DELEGATE" for d in _ops_details(delegated))
+        details["ops_outside_xnnpack"] = undelegated_ops(delegated)
+        return Artifact(path, self.name, precision, spec, [path], details)
+
+    # -- load -----------------------------------------------------------------------------------
+
+    def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
+        self.require()
+        path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
+        return TFLiteSession(path, threads)

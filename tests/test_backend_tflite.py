@@ -1,0 +1,271 @@
+import dataclasses
+"""TFLite backend: litert-torch conversion (fp32 / fp16 / full-integer int8) and LiteRT sessions."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.backends.base import ConvertOptions, backend_for_path, get_backend, list_backends
+from edgekit.calibration import CalibrationSet, load_calibration
+from edgekit.errors import InputError, MissingDependencyError
+from edgekit.models.loading import load_model
+from edgekit.parity import compare
+from edgekit.source import ModelSource
+
+pytest.importorskip("ai_edge_litert", reason="needs the 'tflite' extra")
+pytest.importorskip("litert_torch", reason="needs the 'tflite' extra")
+
+from edgekit.backends.tflite_backend import (  # noqa: E402
+    CALIBRATION_METHODS, _set_io_dtype, op_counts, xnnpack_partitions)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+NHWC_INT8 = ConvertOptions(layout="NHWC", io_dtype="int8")
+# What a full-integer MobileNetV2 is made of. No PAD: stride-2 convolutions whose padding is not
+# TFLite's SAME are rewritten as SAME convolutions with a kernel one larger (same_padding.py).
+# The classifier is one FULLY_CONNECTED on MEAN's 2-D output, so no RESHAPE.
+V2_INT8_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1}
+NOT_WANTED = ("TRANSPOSE", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH")
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path} (../shared/data is only on development machines and CI)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return get_backend("tflite")
+
+
+@pytest.fixture(scope="module")
+def small():
+    """MobileNetV2 0.35 at 96x96: the same op structure as the full model, ~10x cheaper."""
+    return ModelSource.from_module(load_model("mobilenet_v2", width=0.35, resolution=96))
+
+
+@pytest.fixture(scope="module")
+def calibration(small):
+    return load_calibration(None, small.meta.preprocessing)
+
+
+@pytest.fixture(scope="module")
+def reference(small, calibration):
+    return small.reference(calibration.images)
+
+
+@pytest.fixture(scope="module")
+def fp32(backend, small, tmp_path_factory):
+    return backend.convert(small, "fp32", None, tmp_path_factory.mktemp("tfl") / "m_fp32.tflite",
+                           ConvertOptions(layout="NHWC"))
+
+
+@pytest.fixture(scope="module")
+def int8(backend, small, calibration, tmp_path_factory):
+    return backend.convert(small, "int8", calibration,
+                           tmp_path_factory.mktemp("tfl") / "m_int8.tflite", NHWC_INT8)
+
+
+def test_registered_as_a_tflite_file_runner(backend):
+    assert "tflite" in list_backends()
+    assert backend.suffix == ".tflite" and backend.precisions == ("fp32", "fp16", "int8")
+    assert backend.extra == "tflite"
+    assert backend_for_path(Path("anything.tflite")) is backend
+
+
+def test_fp32_matches_source(backend, fp32, calibration, reference):
+    assert fp32.input.shape == (1, 96, 96, 3) and fp32.input.layout == "NHWC"
+    assert fp32.input.dtype == "float32" and fp32.input.scale is None
+    assert fp32.details["xnnpack_partitions"] == 1 and fp32.details["ops_outside_xnnpack"] == []
+    session = backend.load(fp32, threads=1)
+    assert session.per_op_available is False
+    assert session.runtime.name == "ai-edge-litert" and session.runtime.details["xnnpack"] is True
+    p = compare(reference, session.run(calibration.images))
+    # measured: max abs diff ~1.1e-4 on logits up to ~9 (XNNPACK's fp32 summation order)
+    assert p.max_abs_diff <= 1e-4 * max(1.0, p.reference_max_abs)
+    assert p.top1_agreement == 1.0
+
+
+def test_int8_is_fully_integer(backend, int8, calibration, reference):
+    d = int8.details
+    assert d["fully_integer"] and d["float_ops"] == []
+    assert d["ops"] == V2_INT8_OPS  # same structure as the full-size model
+    assert d["xnnpack_partitions"] == 1 and d["ops_outside_xnnpack"] == []
+    assert d["io_dtype"] == "int8" and d["calibration_method"] == "minmax"
+    assert d["calibration_images"] == len(calibration)
+    assert int8.input.dtype == "int8" and int8.input.layout == "NHWC"
+    assert int8.input.scale > 0 and -128 <= int8.input.zero_point <= 127
+    assert int8.size_bytes < 0.5 * (sum(p.numel() for p in load_model(
+        "mobilenet_v2", width=0.35, resolution=96).parameters()) * 4)
+    session = backend.load(int8)
+    assert session.output.dtype == "int8" and session.output.scale > 0
+    p = compare(reference, session.run(calibration.images))
+    assert p.n_images == len(calibration) and np.isfinite(p.sqnr_db)
+    # Random-ish weights: top-1 agreement means little; 13 minmax images, width 0.35 at 96 px:
+    # measured ~12 dB (the full V2 at 224 gets ~19 dB).
+    assert 9 < p.sqnr_db < 60
+
+
+@pytest.mark.parametrize("io_dtype", ["uint8", "float32"])
+def test_io_dtype_wraps_the_integer_body(backend, int8, calibration, tmp_path, io_dtype):
+    path = tmp_path / f"m_{io_dtype}.tflite"
+    path.write_bytes(_set_io_dtype(int8.path.read_bytes(), io_dtype))
+    ops = op_counts(path)
+    base = backend.load(int8)
+    session = backend.load(path)
+    assert session.input.dtype == io_dtype and session.output.dtype == io_dtype
+    if io_dtype == "uint8":
+        assert ops["QUANTIZE"] == 2 and "DEQUANTIZE" not in ops
+        assert session.input.scale == pytest.approx(base.input.scale)
+        assert session.input.zero_point == base.input.zero_point + 128
+        # uint8 <-> int8 with the same scale is an exact shift: identical results
+        assert np.array_equal(session.run(calibration.images), base.run(calibration.images))
+    else:
+        assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 1
+        step = base.output.scale
+        assert np.abs(session.run(calibration.images) - base.run(calibration.images)).max() <= 2 * step
+    assert xnnpack_partitions(path) == 1
+
+
+def test_session_quantizes_and_dequantizes(backend, int8, calibration):
+    session = backend.load(int8)
+    native = session.prepare(calibration.images[0])
+    assert native.dtype == np.int8 and native.shape == (1, 96, 96, 3)
+    raw = session.infer(native)
+    assert raw.dtype == np.int8
+    logits = session.finish(raw)
+    assert logits.dtype == np.float32 and logits.shape == (1000,)
+    expected = (raw.astype(np.float32).reshape(-1) - session.output.zero_point) * session.output.scale
+    assert np.allclose(logits, expected)
+
+
+def test_details_are_json(int8, fp32):
+    json.dumps(int8.details)
+    json.dumps(fp32.details)
+
+
+def test_onnx_only_source_is_rejected(backend, small, tmp_path):
+    user = ModelSource(meta=small.meta, onnx_path=tmp_path / "user.onnx")
+    with pytest.raises(InputError, match="needs a PyTorch model"):
+        backend.convert(user, "fp32", None, tmp_path / "m.tflite", ConvertOptions())
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_unsupported_calibration_method_names_the_supported_ones(backend, small, calibration, tmp_path):
+    entropy = CalibrationSet(calibration.images, calibration.files, calibration.source, method="entropy")
+    with pytest.raises(InputError, match="cannot calibrate with 'entropy'") as exc:
+        backend.convert(small, "int8", entropy, tmp_path / "q.tflite", NHWC_INT8)
+    assert all(m in str(exc.value) for m in CALIBRATION_METHODS)
+    assert not (tmp_path / "q.tflite").exists()
+
+
+def test_bad_requests(backend, small, tmp_path):
+    with pytest.raises(InputError, match="needs calibration"):
+        backend.convert(small, "int8", None, tmp_path / "q.tflite", NHWC_INT8)
+    with pytest.raises(InputError, match="does not build int4"):
+        backend.convert(small, "int4", None, tmp_path / "q.tflite", NHWC_INT8)
+    with pytest.raises(InputError, match="io_dtype"):
+        backend.convert(small, "int8", load_calibration(None, small.meta.preprocessing, size=1),
+                        tmp_path / "q.tflite", ConvertOptions(io_dtype="int16"))
+
+
+def test_missing_runtime_names_the_extra(backend, int8, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    assert not backend.available()
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgekit\[tflite\]'"):
+        backend.load(int8)
+
+
+def test_unreadable_file(backend, tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(InputError, match="cannot load TFLite model"):
+        backend.load(bad)
+
+
+def test_op_helpers_on_googles_files():
+    quant = shared_file("models", "mobilenet_v2_1.0_224_quant.tflite")
+    assert op_counts(quant) == {"CONV_2D": 36, "DEPTHWISE_CONV_2D": 17, "ADD": 10,
+                                "AVERAGE_POOL_2D": 1, "RESHAPE": 1, "SOFTMAX": 1}
+    ptq = shared_file("models", "tf2_mobilenet_v2_1.0_224_ptq.tflite")
+    assert xnnpack_partitions(ptq) == 1
+
+
+def test_fp16_weights(backend, small, fp32, calibration, reference, tmp_path):
+    art = backend.convert(small, "fp16", None, tmp_path / "m_fp16.tflite", ConvertOptions(layout="NHWC"))
+    assert art.details["ops"]["DEQUANTIZE"] == 53  # one float16 -> float32 per conv/FC weight
+    assert art.input.dtype == "float32" and art.details["xnnpack_partitions"] == 1
+    assert 0.45 < art.size_bytes / fp32.size_bytes < 0.6
+    p = compare(reference, backend.load(art).run(calibration.images))
+    assert p.top1_agreement >= 0.99 and p.sqnr_db > 30  # measured ~37 dB
+
+
+@pytest.mark.slow
+def test_nchw_layout(backend, small, calibration, reference, tmp_path):
+    art = backend.convert(small, "fp32", None, tmp_path / "m.tflite", ConvertOptions(layout="NCHW"))
+    assert art.input.shape == (1, 3, 96, 96) and art.input.layout == "NCHW"
+    p = compare(reference, backend.load(art).run(calibration.images))
+    assert p.max_abs_diff <= 1e-4 * max(1.0, p.reference_max_abs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["percentile", "histogram"])
+def test_other_calibration_methods(backend, small, calibration, reference, tmp_path, method):
+    few = CalibrationSet(calibration.images[:4], calibration.files[:4], calibration.source,
+                         method=method, options={"percentile": 99.99} if method == "percentile" else {})
+    art = backend.convert(small, "int8", few, tmp_path / "q.tflite", NHWC_INT8)
+    assert art.details["calibration_method"] == method and art.details["fully_integer"]
+    assert compare(reference, backend.load(art).run(calibration.images)).sqnr_db > 8
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_int8_op_set_regression(backend, tmp_path):
+    """MobileNetV2 1.0 at 224: the fast int8 graph (see ../shared/ENVIRONMENT.md)."""
+    source = ModelSource.from_module(load_model("mobilenet_v2"))
+    calibration = load_calibration(None, source.meta.preprocessing)
+    art = backend.convert(source, "int8", calibration, tmp_path / "v2.tflite", NHWC_INT8)
+    assert art.details["ops"] == V2_INT8_OPS
+    assert not set(NOT_WANTED) & set(art.details["ops"])
+    assert art.details["fully_integer"]
+    assert art.details["xnnpack_partitions"] == 1 and art.details["ops_outside_xnnpack"] == []
+    session = backend.load(art, threads=2)
+    assert session.runtime.details["delegate_partitions"] == 1
+    assert session.input.dtype == session.output.dtype == "int8"
+    p = compare(source.reference(calibration.images), session.run(calibration.images))
+    assert p.sqnr_db > 15  # measured ~19 dB with 13 minmax images
+
+
+@pytest.mark.slow
+def test_mobilenet_v3_small_int8_has_no_hard_swish(backend, tmp_path):
+    source = ModelSource.from_module(load_model("mobilenet_v3_small", resolution=128))
+    calibration = load_calibration(None, source.meta.preprocessing)
+    art = backend.convert(source, "int8", calibration, tmp_path / "v3s.tflite", NHWC_INT8)
+    ops = art.details["ops"]
+    assert "HARD_SWISH" not in ops and "DEQUANTIZE" not in ops and "QUANTIZE" not in ops
+    assert art.details["fully_integer"] and art.details["float_ops"] == []
+    assert art.details["xnnpack_partitions"] == 1
+    p = compare(source.reference(calibration.images), backend.load(art).run(calibration.images))
+    assert p.sqnr_db > 8
+
+
+@pytest.mark.slow
+def test_imported_tf_weights_int8_keeps_accuracy(backend, tmp_path):
+    """Real (TF-SAME padded) weights: the int8 artifact agrees with its float model. This caught
+    ReLU6 outputs quantized with the conv's pre-activation range (logits at -7 dB SQNR)."""
+    from edgekit.calibration import load_calibration
+    from edgekit.models.importers import import_tflite
+    from edgekit.parity import compare
+
+    model = import_tflite(shared_file("models", "mobilenet_v2_1.0_224_quant.tflite"), "mobilenet_v2")
+    source = ModelSource.from_module(model)
+    photos = load_calibration(shared_file("imagenet-sample"), model.meta.preprocessing, 60)
+    calib = photos.images[:30]
+    art = backend.convert(source, "int8", dataclasses.replace(photos, images=calib),
+                          tmp_path / "v2.tflite", NHWC_INT8)
+    assert art.details["ops"] == V2_INT8_OPS and art.details["xnnpack_partitions"] == 1
+    p = compare(source.reference(photos.images[30:]), backend.load(art).run(photos.images[30:]))
+    assert p.top1_agreement >= 0.9 and p.sqnr_db > 12, p

@@ -1,0 +1,27 @@
+import pytest
+import torch
+from torch import nn
+
+from edgekit.backends.same_padding import same_padded
+from edgekit.models import create
+from edgekit.models.loading import randomize_statistics
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v1"])
+@pytest.mark.parametrize("padding", ["symmetric", "tf_same"])
+@pytest.mark.parametrize("resolution", [96, 97])
+def test_rewrite_is_exact(name, padding, resolution):
+    model = create(name, padding=padding, resolution=resolution, width=0.5)
+    randomize_statistics(model)
+    model.eval()
+    x = torch.randn(2, 3, resolution, resolution)
+    rewritten, changed = same_padded(model, x[:1])
+    with torch.no_grad():
+        assert torch.allclose(model(x), rewritten(x), atol=1e-5)
+    if padding == "tf_same":
+        assert changed > 0
+        assert not any(type(m).__name__ == "TFSameConv2d" for m in rewritten.modules())
+    if padding == "symmetric" and resolution == 96:
+        grown = [m for m in rewritten.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] in (4, 6)]
+        assert len(grown) == changed > 0  # only the stride-2 layers, one pixel larger
+    assert rewritten is not model and sum(p.numel() for p in model.parameters()) > 0
