@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/edgekit models
+	$(BIN)/edgekit convert --target rpi4
+	$(BIN)/edgekit bench build/rpi4 --threads 1,2 --iterations 50
 
 # The remote-bench tests start a real sshd on 127.0.0.1: install it when missing (as root; else they skip).
 test: setup

@@ -28,6 +28,15 @@ class MissingRuntime(Exception):
 
 
 def _rss_mb() -> float:
+    """Peak resident memory of this process. Linux: VmHWM, because ru_maxrss survives exec and
+    would report the parent's footprint at fork time."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
