@@ -27,6 +27,7 @@ import numpy as np
 from ..calibration import CalibrationSet
 from ..errors import InputError, MissingDependencyError
 from ..fileio import atomic_path
+from ..quiet import native_output_silenced
 from ..source import ModelSource
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
 
@@ -73,8 +74,9 @@ def _make_interpreter(path: Path, threads: int | None = None, delegates: bool = 
     if not delegates:
         kwargs["experimental_op_resolver_type"] = api.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = api.Interpreter(**kwargs)
-        interpreter.allocate_tensors()
+        with native_output_silenced():
+            interpreter = api.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         if EDGETPU_CUSTOM_OP in str(exc):
             return _edgetpu_interpreter(api, kwargs, path)
@@ -506,7 +508,8 @@ class TFLiteBackend(Backend):
     def require_converter(self) -> None:
         for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")):
             try:
-                importlib.import_module(module)
+                with native_output_silenced():  # absl/torchao print at import time
+                    importlib.import_module(module)
             except ImportError:
                 raise MissingDependencyError(package, self.extra) from None
 
@@ -558,7 +561,7 @@ class TFLiteBackend(Backend):
         details: dict[str, Any] = {"converter": f"litert-torch {litert_torch.__version__}",
                                    "layout": options.layout, "same_padding_rewrites": rewritten}
         try:
-            with torch.no_grad(), _quiet_converter():
+            with torch.no_grad(), _quiet_converter(), native_output_silenced():
                 if precision == "fp32":
                     data = litert_torch.convert(model, example).model_content()
                     details["io_dtype"] = "float32"
