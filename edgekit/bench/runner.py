@@ -162,7 +162,7 @@ class OpenVINOModel:
         self.runtime = {"name": "openvino", "version": ov.__version__.split("-")[0],
                         "details": {
                             "device": "CPU",
-                            "inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                            "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
                             "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
                             "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}}
 
@@ -183,6 +183,12 @@ class OpenVINOModel:
                                                          "exec_type": info.exec_type, "time_us": 0.0})
                 row["time_us"] += info.real_time.total_seconds() * 1e6 / runs
         return list(totals.values())
+
+
+def _type_name(value):
+    """OpenVINO element type -> "f32" / "bf16" (str() gives "<Type: 'float32'>")."""
+    name = getattr(value, "get_type_name", None)
+    return name() if callable(name) else str(value)
 
 
 def _dist_version(package):
