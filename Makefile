@@ -20,10 +20,14 @@ run: setup
 	$(BIN)/edgekit convert --target rpi4
 	$(BIN)/edgekit bench build/rpi4 --threads 1,2 --iterations 50
 
-# The remote-bench tests start a real sshd on 127.0.0.1: install it when missing (as root; else they skip).
+# System tools some tests use: sshd (remote bench against 127.0.0.1) and Xvfb (the demo's window).
+# Installed when missing and we are root with apt; otherwise those tests skip with the reason.
+SYSTEM_PACKAGES := openssh-server xvfb xauth
+
 test: setup
-	@if [ ! -x /usr/sbin/sshd ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; fi
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ [ ! -x /usr/sbin/sshd ] || ! command -v xvfb-run >/dev/null; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 	$(BIN)/python -m pytest -q
 
 clean:
