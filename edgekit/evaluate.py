@@ -9,8 +9,7 @@ import numpy as np
 from .backends.base import backend_for_path, get_backend
 from .datasets import LabelledSet, load_labelled
 from .errors import InputError
-from .manifest import MANIFEST_NAME, Manifest
-from .models.meta import ModelMeta
+from .manifest import MANIFEST_NAME, Manifest, record_for
 from .models.weights import load_checkpoint
 from .preprocessing import Preprocessing, load_image
 from .source import ModelSource
@@ -47,7 +46,7 @@ def candidates(paths: list[Path]) -> list[Candidate]:
     for path in map(Path, paths):
         if path.is_dir() or path.name == MANIFEST_NAME:
             manifest = Manifest.read(path)
-            meta = ModelMeta.from_dict({**manifest.model, "arch": manifest.model["name"]})
+            meta = manifest.model_meta()
             weights = manifest.model.get("weights")
             if weights and Path(weights).suffix in (".pth", ".pt", ".safetensors") and Path(weights).is_file():
                 out.append(Candidate(Path(weights), "pytorch", "fp32", meta.preprocessing,
@@ -63,16 +62,9 @@ def candidates(paths: list[Path]) -> list[Candidate]:
         else:
             if not path.exists():
                 raise InputError(f"not found: {path}")
-            backend = backend_for_path(path)
-            sibling = path.parent / MANIFEST_NAME
-            record = None
-            if sibling.is_file():
-                manifest = Manifest.read(sibling)
-                record = next((a for a in manifest.artifacts if a.path == path.name), None)
-            if record is None:
-                raise InputError(f"{path.name} has no manifest.json beside it: edgekit needs its "
-                                 "preprocessing and labels (convert it with edgekit, or evaluate the folder)")
-            meta = ModelMeta.from_dict({**manifest.model, "arch": manifest.model["name"]})
+            backend_for_path(path)  # a clear error for a file no backend runs
+            manifest, record = record_for(path, "evaluation")
+            meta = manifest.model_meta()
             out.append(Candidate(path, record.backend, record.precision, meta.preprocessing,
                                  list(meta.labels or []) or None, meta.num_classes))
     if not out:

@@ -58,6 +58,12 @@ class Manifest:
         self.folder = folder
         return path
 
+    def model_meta(self):
+        """The model's ModelMeta (preprocessing, labels, ...) as recorded at conversion."""
+        from .models.meta import ModelMeta
+
+        return ModelMeta.from_dict({**self.model, "arch": self.model["name"]})
+
     def artifact_path(self, record: ArtifactRecord) -> Path:
         return (self.folder or Path(".")) / record.path
 
@@ -77,6 +83,19 @@ class Manifest:
                        edgekit_version=data.get("edgekit_version", "?"), folder=path.parent)
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path} is not a valid edgekit manifest: {exc}") from None
+
+
+def record_for(path: str | Path, purpose: str = "edgekit") -> tuple[Manifest, ArtifactRecord]:
+    """The manifest beside an artifact file and its entry; an InputError when there is none."""
+    path = Path(path)
+    sibling = path.parent / MANIFEST_NAME
+    if sibling.is_file():
+        manifest = Manifest.read(sibling)
+        for record in manifest.artifacts:
+            if record.path == path.name:
+                return manifest, record
+    raise InputError(f"{path.name} has no {MANIFEST_NAME} beside it that lists it: {purpose} needs "
+                     "its preprocessing and labels (convert it with edgekit, or pass the folder)")
 
 
 def sha256_of(paths: list[Path]) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from ..backends.base import RuntimeInfo, Session, TensorSpec, get_backend
 from ..datasets import background_offset
 from ..errors import EdgekitError, InputError
-from ..manifest import MANIFEST_NAME, ArtifactRecord, Manifest
+from ..manifest import MANIFEST_NAME, ArtifactRecord, Manifest, record_for
 from ..models.meta import ModelMeta
 from ..preprocessing import Preprocessing
 
@@ -124,7 +124,7 @@ def load_classifier(path: str | Path | None, weights: str | None = None, threads
 
 
 def _meta(manifest: Manifest) -> ModelMeta:
-    return ModelMeta.from_dict({**manifest.model, "arch": manifest.model["name"]})
+    return manifest.model_meta()
 
 
 def _torch_classifier(model: str | None, weights: str, threads: int | None) -> Classifier:
@@ -140,14 +140,7 @@ def _torch_classifier(model: str | None, weights: str, threads: int | None) -> C
 def _from_artifact(path: Path, threads: int | None) -> Classifier:
     if not path.is_file():
         raise InputError(f"artifact not found: {path}")
-    sibling = path.parent / MANIFEST_NAME
-    record = None
-    if sibling.is_file():
-        manifest = Manifest.read(sibling)
-        record = next((a for a in manifest.artifacts if a.path == path.name), None)
-    if record is None:
-        raise InputError(f"{path.name} has no manifest.json beside it that lists it: the demo needs "
-                         "its preprocessing and labels (convert it with edgekit, or pass the folder)")
+    manifest, record = record_for(path, "the demo")
     be = get_backend(record.backend)
     be.require()
     meta = _meta(manifest)
