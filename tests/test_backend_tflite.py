@@ -22,10 +22,14 @@ from edgekit.backends.tflite_backend import (  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NHWC_INT8 = ConvertOptions(layout="NHWC", io_dtype="int8")
-# What a full-integer MobileNetV2 is made of. No PAD: stride-2 convolutions whose padding is not
-# TFLite's SAME are rewritten as SAME convolutions with a kernel one larger (same_padding.py).
-# The classifier is one FULLY_CONNECTED on MEAN's 2-D output, so no RESHAPE.
-V2_INT8_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1}
+# What a full-integer MobileNetV2 (torchvision layout, symmetric padding) is made of: the 5 PADs
+# are the stride-2 3x3 convolutions (PyTorch pads 1 pixel on every side, TFLite's SAME pads 0
+# before / 1 after); they are int8, inside the one XNNPACK partition, which folds them into the
+# convolutions. Imported TensorFlow weights (TF-SAME padding) give no PAD at all: see
+# same_padding.py. The classifier is one FULLY_CONNECTED on MEAN's 2-D output, so no RESHAPE.
+V2_INT8_OPS = {"PAD": 5, "CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1,
+               "FULLY_CONNECTED": 1}
+V2_TF_INT8_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1}
 NOT_WANTED = ("TRANSPOSE", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH")
 
 
@@ -266,6 +270,6 @@ def test_imported_tf_weights_int8_keeps_accuracy(backend, tmp_path):
     calib = photos.images[:30]
     art = backend.convert(source, "int8", dataclasses.replace(photos, images=calib),
                           tmp_path / "v2.tflite", NHWC_INT8)
-    assert art.details["ops"] == V2_INT8_OPS and art.details["xnnpack_partitions"] == 1
+    assert art.details["ops"] == V2_TF_INT8_OPS and art.details["xnnpack_partitions"] == 1
     p = compare(source.reference(photos.images[30:]), backend.load(art).run(photos.images[30:]))
     assert p.top1_agreement >= 0.9 and p.sqnr_db > 12, p
