@@ -12,6 +12,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# The demo's window test needs OpenCV's GUI build, which must not sit beside the headless one:
+	@# it gets a folder of its own, used only by that test's subprocess.
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/cv2-gui \
+		"opencv-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opencv-python-headless"))')" \
+		|| echo "note: no GUI OpenCV for the demo window test (it will skip)"
 	touch $(STAMP)
 
 setup: $(STAMP)
