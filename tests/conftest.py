@@ -19,3 +19,16 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared():
     return shared_path
+
+
+# Backend test modules define a module-scoped `source` (a ModelSource); these build on it.
+@pytest.fixture(scope="module")
+def calibration(source):
+    from edgekit.calibration import load_calibration
+
+    return load_calibration(None, source.meta.preprocessing)
+
+
+@pytest.fixture(scope="module")
+def reference(source, calibration):
+    return source.reference(calibration.images)

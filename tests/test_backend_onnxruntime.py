@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from edgekit.backends.base import ConvertOptions, get_backend
-from edgekit.calibration import load_calibration
 from edgekit.errors import InputError, MissingDependencyError
 from edgekit.models.loading import load_model
 from edgekit.parity import compare
@@ -14,16 +13,6 @@ pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
 @pytest.fixture(scope="module")
 def source():
     return ModelSource.from_module(load_model("mobilenet_v3_small", width=0.75, resolution=128))
-
-
-@pytest.fixture(scope="module")
-def calibration(source):
-    return load_calibration(None, source.meta.preprocessing)
-
-
-@pytest.fixture(scope="module")
-def reference(source, calibration):
-    return source.reference(calibration.images)
 
 
 def test_fp32_matches_source(tmp_path, source, calibration, reference):

@@ -39,16 +39,6 @@ def source():
 
 
 @pytest.fixture(scope="module")
-def calibration(source):
-    return load_calibration(None, source.meta.preprocessing)
-
-
-@pytest.fixture(scope="module")
-def reference(source, calibration):
-    return source.reference(calibration.images)
-
-
-@pytest.fixture(scope="module")
 def outdir(tmp_path_factory):
     return tmp_path_factory.mktemp("openvino")
 

@@ -52,13 +52,8 @@ def small():
 
 
 @pytest.fixture(scope="module")
-def calibration(small):
-    return load_calibration(None, small.meta.preprocessing)
-
-
-@pytest.fixture(scope="module")
-def reference(small, calibration):
-    return small.reference(calibration.images)
+def source(small):  # what conftest's calibration/reference fixtures build on
+    return small
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from edgekit.backends.base import ConvertOptions, backend_for_path, get_backend, list_backends
-from edgekit.calibration import load_calibration
 from edgekit.errors import ExternalToolError, InputError
 from edgekit.models.loading import load_model
 from edgekit.parity import compare
@@ -117,8 +116,8 @@ def small():
 
 
 @pytest.fixture(scope="module")
-def calibration(small):
-    return load_calibration(None, small.meta.preprocessing)
+def source(small):  # what conftest's calibration fixture builds on
+    return small
 
 
 @pytest.fixture(scope="module")
