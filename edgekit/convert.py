@@ -1,18 +1,22 @@
 """The spine: model -> calibration -> target's builds -> artifacts -> parity -> manifest."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from .backends.base import PRECISIONS, ConvertOptions, get_backend
+from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend
 from .calibration import CalibrationSet, load_calibration
+from .datasets import load_labelled
 from .errors import InputError, ParityError
 from .manifest import ArtifactRecord, Manifest, sha256_of
+from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
 from .parity import Tolerance, compare
 from .source import ModelSource
@@ -21,7 +25,20 @@ from .targets import BuildSpec, TargetProfile, load_target
 DEFAULT_CALIB_SIZE = 200
 ARTIFACT_STEM = "model"
 
+REPORT_IMAGES = 32  # images the per-layer report runs on when mixed precision needs a ranking
+
 Progress = Callable[[str], None]
+
+
+@dataclass
+class Validation:
+    """The images every artifact is checked on, the float model's logits for them, and their
+    labels when the images are labelled (a TSV or class folders), else None."""
+
+    images: np.ndarray
+    reference: np.ndarray
+    targets: np.ndarray | None
+    source: str
 
 
 @dataclass(frozen=True)
@@ -73,9 +90,13 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             precision: str | None = None, backend: str | None = None,
             out: str | Path | None = None, val: str | Path | None = None,
             val_size: int | None = None, check: bool = True,
+            max_accuracy_drop: float | None = None, float_layers: tuple[str, ...] = (),
             progress: Progress | None = None) -> Manifest:
     """Build, verify and record every artifact ``target`` lists (or the ``precision`` asked for).
 
+    ``max_accuracy_drop`` (points of top-1 on a labelled ``val``, else of disagreement with the
+    float model): int8 builds that miss it keep their most sensitive layers in float until they
+    meet it. ``float_layers`` names such layers by hand (module paths).
     Raises ParityError after writing the manifest when an artifact is outside its tolerance.
     """
     say = progress or (lambda _msg: None)
@@ -98,16 +119,21 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                                    options=calib_options)
     say(f"calibration: {len(calibration)} images from {calibration.source}"
         + (f" ({calibration.skipped} unreadable skipped)" if calibration.skipped else ""))
-    parity_set = (load_calibration(val, pre, val_size) if val is not None else calibration)
-    reference = source.reference(parity_set.images)
+    validation = _validation(source, calibration, val, val_size)
+    if max_accuracy_drop is not None:
+        metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
+        say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
+            f"images from {validation.source}")
 
     manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
                         calibration=calibration.to_dict() if any(j.precision == "int8" for j in jobs) else None,
-                        parity_images={"source": parity_set.source, "n_images": len(parity_set)})
+                        parity_images={"source": validation.source, "n_images": len(validation.images),
+                                       "labelled": validation.targets is not None})
     failures = []
     for job in jobs:
-        record = _build_one(job, profile, source, calibration, parity_set.images, reference, out_dir,
-                            check_agreement=source.meta.weights != "random", say=say)
+        record = _build_one(job, profile, source, calibration, validation, out_dir,
+                            check_agreement=source.meta.weights != "random", say=say,
+                            budget=max_accuracy_drop, float_layers=tuple(float_layers))
         manifest.artifacts.append(record)
         if record.parity_failures:
             failures.append(f"{record.path}: {'; '.join(record.parity_failures)}")
@@ -118,21 +144,53 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     return manifest
 
 
+def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Path | None,
+                val_size: int | None) -> Validation:
+    pre = source.meta.preprocessing
+    if val is None:
+        return Validation(calibration.images, source.reference(calibration.images), None, calibration.source)
+    val = Path(val)
+    labelled = None
+    if val.suffix.lower() == ".tsv" or (val.is_dir() and any(p.is_dir() for p in val.iterdir())):
+        from .evaluate import _prepare
+
+        labels = list(source.meta.labels) if source.meta.labels else None
+        try:
+            labelled = load_labelled(val, labels, source.meta.num_classes, limit=val_size)
+        except InputError:
+            if val.suffix.lower() == ".tsv":
+                raise
+    if labelled is not None:
+        images, targets, _ = _prepare(labelled, pre)
+        return Validation(images, source.reference(images), targets, str(val))
+    images = load_calibration(val, pre, val_size).images
+    return Validation(images, source.reference(images), None, str(val))
+
+
 def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibration: CalibrationSet,
-               images: np.ndarray, reference: np.ndarray, out_dir: Path, check_agreement: bool,
-               say: Progress) -> ArtifactRecord:
+               validation: Validation, out_dir: Path, check_agreement: bool, say: Progress,
+               budget: float | None = None, float_layers: tuple[str, ...] = ()) -> ArtifactRecord:
     backend = get_backend(job.build.backend)
     b = job.build
+    int8 = job.precision == "int8"
     options = ConvertOptions(io_dtype=b.io_dtype, layout=b.layout, activation_type=b.activation_type,
                              weight_type=b.weight_type, per_channel=b.per_channel,
-                             calibration_method=calibration.method, threads=profile.threads)
+                             calibration_method=calibration.method, threads=profile.threads,
+                             float_layers=float_layers if int8 and backend.mixed_precision else ())
     path = out_dir / backend.filename(ARTIFACT_STEM, job.precision)
     say(f"{job.label}: converting -> {path.name}")
     start = time.perf_counter()
-    artifact = backend.convert(source, job.precision, calibration if job.precision == "int8" else None,
-                               path, options)
+    if int8 and budget is not None and backend.mixed_precision:
+        artifact = _within_budget(backend, source, calibration, validation, options, path, budget,
+                                  lambda m: say(f"{job.label}: {m}"))
+    else:
+        if int8 and budget is not None:
+            say(f"{job.label}: {backend.name} needs a fully integer model: no layer can stay float, "
+                "the accuracy budget is not applied")
+        artifact = backend.convert(source, job.precision, calibration if int8 else None, path, options)
     seconds = time.perf_counter() - start
     session = backend.load(artifact)
+    images, reference = validation.images, validation.reference
     parity = compare(reference, session.run(images))
     tolerance = tolerance_for(profile, job.precision)
     failures = tolerance.failures(parity, check_agreement=check_agreement)
@@ -148,6 +206,49 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibratio
         parity=parity.to_dict(), parity_ok=not failures, parity_failures=failures,
         tolerance=tolerance.to_dict(), files=[f.name for f in files],
         convert_seconds=round(seconds, 2), details=artifact.details)
+
+
+def _within_budget(backend: Backend, source: ModelSource, calibration: CalibrationSet,
+                   validation: Validation, options: ConvertOptions, path: Path, budget: float,
+                   say: Progress) -> Artifact:
+    """Build int8, and when it misses ``budget`` keep the layers the report ranks worst in float
+    (mixed_precision.fit_budget). Tries are built in a scratch folder; the chosen one is moved to
+    ``path``. The choice and its cost (size, quick latency) go into the artifact's details."""
+    from .quant_report import simulated_report
+
+    metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
+    with tempfile.TemporaryDirectory(prefix=".edgekit-mixed-", dir=path.parent) as scratch:
+        def build(layers: tuple[str, ...]):
+            name = f"{len(layers)}-{path.name}"
+            artifact = backend.convert(source, "int8", calibration, Path(scratch) / name,
+                                       replace(options, float_layers=tuple(options.float_layers) + layers))
+            logits = backend.load(artifact).run(validation.images)
+            return artifact, evaluate(logits, validation.reference, validation.targets)
+
+        first = build(())
+        say(f"all int8: {metric} {first[1].drop_points:.1f} points (budget {budget:g})")
+        ranking, details = [], []
+        if first[1].drop_points > budget:
+            say(f"per-layer report on {REPORT_IMAGES} calibration images...")
+            report = simulated_report(source, calibration, options, calibration.images[:REPORT_IMAGES])
+            ranked = [e for e in report.ranked() if e.layer not in options.float_layers]
+            ranking = [e.layer for e in ranked]
+            details = [{"layer": e.layer, "added_noise": e.added_noise, "sqnr_db": e.sqnr_db}
+                       for e in ranked[:10]]
+        chosen, record = fit_budget(build, ranking, budget, first, metric, details, say=say)
+        if record.float_layers:
+            record.latency_ms = quick_latency({"all_int8": backend.load(first[0], threads=1),
+                                               "mixed": backend.load(chosen, threads=1)},
+                                              validation.images[0])
+        final = [path.parent / (f.name.removeprefix(f"{len(record.float_layers)}-")) for f in chosen.files]
+        for src, dst in reversed(list(zip(chosen.files, final))):  # the main file (.xml) last
+            shutil.move(src, dst)
+        artifact = replace(chosen, path=final[0], files=final)
+    artifact.details["mixed_precision"] = record.to_dict()
+    verdict = "met" if record.met else "NOT met"
+    say(f"budget {verdict}: {len(record.float_layers)} layer(s) in float"
+        + (f" ({', '.join(record.float_layers)})" if record.float_layers else ""))
+    return artifact
 
 
 def _model_record(source: ModelSource) -> dict:

@@ -123,7 +123,8 @@ def cli_inprocess(capsys, *args) -> tuple[int, str, str]:
 
 
 PREPROCESSINGS = [
-    Preprocessing.tensorflow(224),  # stretch, x / 127.5 - 1
+    Preprocessing.tensorflow(224),  # crop 87.5%, x / 127.5 - 1
+    Preprocessing(size=224, resize=0, mean=(0.5,) * 3, std=(0.5,) * 3),  # stretch
     Preprocessing.torchvision(224),  # shorter side 256, centre crop
     Preprocessing(size=96, resize=110, interpolation="bicubic"),
     Preprocessing(size=128, resize=0, interpolation="nearest", channel_order="BGR", layout="NHWC"),

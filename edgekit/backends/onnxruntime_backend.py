@@ -10,6 +10,7 @@ from ..calibration import CalibrationSet
 from ..errors import InputError
 from ..fileio import atomic_path
 from ..source import ModelSource
+from .layer_names import in_layers, module_path
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
 from .onnx_export import export_onnx
 
@@ -102,22 +103,30 @@ class OnnxRuntimeBackend(Backend):
         qtypes = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
             fp32 = export_onnx(source, Path(tmp) / "model_fp32.onnx")
-            prepared = Path(tmp) / "model_prep.onnx"
-            _preprocess(fp32, prepared)
+            prepared = prepare_for_quantization(fp32, Path(tmp) / "model_prep.onnx")
             method, extra = calibrate_method(calibration.method, calibration.options)
             import onnxruntime as ort
 
             input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]) \
                 .get_inputs()[0].name
+            excluded = _nodes_in(prepared, options.float_layers)
+            if calibration.method == "entropy":
+                from .ort_calibration import entropy_ranges
+
+                extra = {**extra, "TensorQuantOverrides": entropy_ranges(
+                    prepared, _Reader(calibration, input_name), calibration.options, Path(tmp))}
             with atomic_path(out) as tmp_out:
                 quantize_static(
                     str(prepared), str(tmp_out), _Reader(calibration, input_name),
                     quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
                     activation_type=qtypes[options.activation_type],
                     weight_type=qtypes[options.weight_type], calibrate_method=method,
-                    extra_options=extra)
-        return {"activation_type": options.activation_type, "weight_type": options.weight_type,
-                "per_channel": options.per_channel, "calibration_method": calibration.method}
+                    nodes_to_exclude=excluded, extra_options=extra)
+        details = {"activation_type": options.activation_type, "weight_type": options.weight_type,
+                   "per_channel": options.per_channel, "calibration_method": calibration.method}
+        if options.float_layers:
+            details["float_layers"] = list(options.float_layers)
+        return details
 
     def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
         self.require()
@@ -125,7 +134,7 @@ class OnnxRuntimeBackend(Backend):
         return OrtSession(path, threads)
 
 
-def _preprocess(src: Path, dst: Path) -> None:
+def prepare_for_quantization(src: Path, dst: Path) -> Path:
     """Shape inference and graph optimisation before quantization, as ORT recommends."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -133,6 +142,20 @@ def _preprocess(src: Path, dst: Path) -> None:
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     except Exception:  # pre-processing is an optimisation; the plain model quantizes too
         dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def _nodes_in(path: Path, layers: tuple[str, ...]) -> list[str]:
+    """Names of the nodes that belong to ``layers`` (module paths); each layer must match."""
+    if not layers:
+        return []
+    import onnx
+
+    nodes = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+    for layer in layers:
+        if not any(in_layers(module_path(n), (layer,)) for n in nodes):
+            raise InputError(f"no layer named '{layer}' in the model")
+    return [n for n in nodes if in_layers(module_path(n), layers)]
 
 
 def _op_counts(path: Path) -> dict[str, int]:

@@ -35,12 +35,18 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
               help="Build only this precision [default: every precision the target lists].")
 @click.option("--backend", "-b", default=None, help="Build only this backend's artifacts.")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
-              help="Images for the parity check [default: the calibration images].")
+              help="Images for the parity check: a folder, or labelled (class subfolders or a "
+                   "TSV of path<TAB>class) [default: the calibration images].")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
+              help="int8 budget: top-1 drop on a labelled --val (else disagreement with the float "
+                   "model), in points. Missed: the layers int8 hurts most stay float until met.")
+@click.option("--float-layers", default="", metavar="LAYER,...",
+              help="Keep these layers (module paths, see 'edgekit quant-report') float in int8 builds.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: build/<target>].")
 @click.option("--no-check", is_flag=True, help="Record parity failures but exit 0.")
 def command(target, model, weights, width, resolution, calib, calib_size, calib_method, precision,
-            backend, val, out, no_check) -> None:
+            backend, val, max_accuracy_drop, float_layers, out, no_check) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
     and write DIR/manifest.json."""
     console = make_console(stderr=True)
@@ -52,6 +58,8 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
         manifest = convert(target, model, weights=weights, width=width, resolution=resolution,
                            calib=calib, calib_size=calib_size, calib_method=calib_method,
                            precision=precision, backend=backend, out=out, val=val,
+                           max_accuracy_drop=max_accuracy_drop,
+                           float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
                            check=not no_check, progress=progress)
     print_summary(manifest)
 
@@ -71,3 +79,21 @@ def print_summary(manifest: Manifest) -> None:
                       sqnr if isinstance(sqnr, str) else f"{sqnr:.1f}",
                       "ok" if a.parity_ok else "FAILED")
     make_console().print(table)
+    for a in manifest.artifacts:
+        mixed = (a.details or {}).get("mixed_precision")
+        if mixed:
+            make_console().print(mixed_precision_line(a.path, a.size_bytes, mixed), highlight=False)
+
+
+def mixed_precision_line(path: str, size_bytes: int, mixed: dict) -> str:
+    first, layers = mixed["trials"][0], mixed["float_layers"]
+    chosen = next((t for t in mixed["trials"] if t["float_layers"] == layers), first)
+    line = (f"{path}: {mixed['metric']} {first['drop_points']:.1f} -> {chosen['drop_points']:.1f} points "
+            f"(budget {mixed['budget_points']:g}, {'met' if mixed['met'] else 'NOT met'})")
+    if layers:
+        line += (f"; {len(layers)} layer(s) kept float: {', '.join(layers)}; size "
+                 f"{first['size_bytes'] / 1e6:.2f} -> {size_bytes / 1e6:.2f} MB")
+        lat = mixed.get("latency_ms") or {}
+        if lat:
+            line += f"; quick p50 (1 thread) {lat['all_int8']:.2f} -> {lat['mixed']:.2f} ms"
+    return line

@@ -27,7 +27,8 @@ def _register() -> None:
 
     cli.add_command(models_cmd.models)
     cli.add_command(weights_cmd.weights)
-    for module_name in ("targets_cmd", "convert_cmd", "bench_cmd", "eval_cmd", "demo_cmd"):
+    for module_name in ("targets_cmd", "convert_cmd", "quant_report_cmd", "bench_cmd", "eval_cmd",
+                        "demo_cmd"):
         try:
             module = __import__(f"edgekit.cli.{module_name}", fromlist=["command"])
         except ModuleNotFoundError as exc:

@@ -1,0 +1,170 @@
+"""Per-layer int8 error report and the accuracy-budgeted mixed precision built on it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekit.backends.base import ConvertOptions, get_backend
+from edgekit.backends.layer_names import in_layers, layer_names, module_path
+from edgekit.backends.onnx_export import export_onnx
+from edgekit.backends.onnxruntime_backend import prepare_for_quantization
+from edgekit.errors import InputError
+from edgekit.mixed_precision import Evaluation, evaluate, fit_budget
+from edgekit.models.loading import load_model, randomize_statistics
+from edgekit.quant_report import layers_of, onnx_report, simulated_report
+from edgekit.source import ModelSource
+
+from conftest import shared_path
+
+onnx = pytest.importorskip("onnx", reason="needs the 'onnx' extra")
+pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+
+
+def test_layer_names_from_onnx_scopes():
+    assert module_path("/features/features.3/conv/conv.1/conv.1.0/Conv") == "features.3.conv.1.0"
+    v2_block = ["/features/features.3/conv/conv.0/conv.0.0/Conv",
+                "/features/features.3/conv/conv.1/conv.1.0/Conv", "/features/features.3/conv/conv.2/Conv",
+                "/classifier/classifier.1/Gemm", "Conv_12"]
+    assert list(layer_names(v2_block).values()) == [
+        "features.3.conv.0", "features.3.conv.1", "features.3.conv.2", "classifier", "Conv_12"]
+    assert in_layers("inner.features.3.conv.1.0", ["features.3.conv.1"])  # wrapped for NHWC
+    assert not in_layers("features.13.conv", ["features.3.conv"])
+
+
+@pytest.fixture(scope="module")
+def source():
+    model = load_model("mobilenet_v2", width=0.5, resolution=96)
+    randomize_statistics(model, seed=0)
+    return ModelSource.from_module(model)
+
+
+@pytest.fixture(scope="module")
+def models(source, calibration, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    float_onnx = prepare_for_quantization(export_onnx(source, folder / "f.onnx"), folder / "fp.onnx")
+    int8 = get_backend("onnxruntime").convert(source, "int8", calibration, folder / "q.onnx",
+                                              ConvertOptions(activation_type="uint8"))
+    return float_onnx, int8.path
+
+
+def test_layers_cover_every_convolution(models):
+    layers = layers_of(onnx.load(str(models[0])).graph)
+    names = [layer.name for layer in layers]
+    assert names[0] == "features.0" and names[-1] == "classifier"
+    assert "features.3.conv.1" in names  # the depthwise conv + BN + ReLU6 of block 3
+    assert len(names) == len(set(names)) == 53  # stem, 2 + 16 * 3 in the blocks, last conv, classifier
+
+
+def _damage(int8_path, layer: str, out, factor: float = 0.1):
+    """Shrink the output quantization scale of ``layer`` so int8 clips 90% of its range."""
+    model = onnx.load(str(int8_path))
+    tensor = next(n.output[0] for n in reversed(model.graph.node)
+                  if in_layers(module_path(n.name), [layer])
+                  and n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+    init = next(i for i in model.graph.initializer if i.name == q.input[1])
+    scale = onnx.numpy_helper.to_array(init) * factor
+    init.CopyFrom(onnx.numpy_helper.from_array(scale.astype(np.float32), init.name))
+    onnx.save(model, str(out))
+    return out
+
+
+@pytest.mark.parametrize("layer", ["features.5.conv.1", "features.12.conv.0"])
+def test_report_ranks_a_damaged_layer_first(models, calibration, tmp_path, layer):
+    float_onnx, int8 = models
+    healthy = onnx_report(float_onnx, int8, calibration.images[:8])
+    damaged = onnx_report(float_onnx, _damage(int8, layer, tmp_path / "damaged.onnx"),
+                          calibration.images[:8])
+    assert healthy.ranked()[0].layer != layer
+    top = damaged.ranked()[0]
+    assert top.layer == layer, [(e.layer, e.added_noise) for e in damaged.ranked()[:3]]
+    assert top.sqnr_db < next(e for e in healthy.layers if e.layer == layer).sqnr_db - 3
+    assert damaged.output_sqnr_db < healthy.output_sqnr_db
+    row = top.to_dict()
+    assert set(row) >= {"layer", "ops", "sqnr_db", "cosine", "loss_db", "added_noise", "rank"}
+    assert -1.0 <= row["cosine"] <= 1.0
+
+
+def test_float_layers_in_onnxruntime(source, calibration, tmp_path):
+    backend = get_backend("onnxruntime")
+    kept = ("features.0", "features.5.conv.1")
+    art = backend.convert(source, "int8", calibration, tmp_path / "mixed.onnx",
+                          ConvertOptions(float_layers=kept))
+    model = onnx.load(str(art.path))
+    quantized_inputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and in_layers(module_path(node.name), kept):
+            assert node.input[1] not in quantized_inputs  # float weights
+    assert art.details["float_layers"] == list(kept)
+    report = onnx_report(prepare_for_quantization(export_onnx(source, tmp_path / "f.onnx"),
+                                                  tmp_path / "fp.onnx"), art.path, calibration.images[:4])
+    first = next(e for e in report.layers if e.layer == "features.0")
+    assert first.sqnr_db > 40  # float all the way: only the input's quantization reaches it
+    with pytest.raises(InputError, match="no layer named 'features.99'"):
+        backend.convert(source, "int8", calibration, tmp_path / "x.onnx",
+                        ConvertOptions(float_layers=("features.99",)))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def _fake_builds(drops: dict[int, float]):
+    class Art:
+        size_bytes = 100
+
+    built = []
+
+    def build(layers):
+        built.append(len(layers))
+        return Art(), Evaluation(drops[len(layers)], None, 1 - drops[len(layers)] / 100)
+
+    return build, built
+
+
+def test_budget_search_finds_the_smallest_float_set():
+    drops = {0: 9.0, 1: 6.0, 2: 4.0, 3: 2.5, 4: 1.0, 5: 0.8, 6: 0.5, 7: 0.5, 8: 0.2}
+    build, built = _fake_builds(drops)
+    ranking = [f"layer{i}" for i in range(8)]
+    _, record = fit_budget(build, ranking, 3.0, build(()), "top-1 disagreement", [])
+    assert record.met and record.float_layers == ranking[:3]
+    assert built == [0, 1, 2, 4, 3]  # doubling, then bisection between 2 and 4
+    build, _ = _fake_builds(drops)
+    _, record = fit_budget(build, ranking, 0.1, build(()), "top-1 disagreement", [], max_float=4)
+    assert not record.met and record.float_layers == ranking[:4]  # best within the limit
+
+
+def test_evaluation_metrics():
+    reference = np.eye(4)[[0, 1, 2, 3]]
+    logits = np.eye(4)[[0, 1, 2, 0]]
+    assert evaluate(logits, reference, None).drop_points == pytest.approx(25.0)
+    labelled = evaluate(logits, reference, np.array([0, 1, 3, 3]))  # float 3/4 right, int8 2/4
+    assert labelled.drop_points == pytest.approx(25.0) and labelled.top1 == 0.5
+
+
+@pytest.mark.slow
+def test_budget_is_met_on_real_mobilenet_v3(tmp_path):
+    """Real weights, real runtime: keep the worst layers float until half the int8 loss is gone."""
+    from edgekit.calibration import load_calibration
+    from edgekit.models.importers import import_tflite
+
+    model = import_tflite(shared_path("models", "mobilenet_v3_small_1.0_224.uint8.tflite"),
+                          "mobilenet_v3_small")
+    source = ModelSource.from_module(model)
+    calib = load_calibration(shared_path("imagenet-sample"), model.meta.preprocessing, 48)
+    val = load_calibration(shared_path("imagenet-sample"), model.meta.preprocessing, 96, seed=7)
+    reference = source.reference(val.images)
+    backend = get_backend("onnxruntime")
+
+    def build(layers):
+        art = backend.convert(source, "int8", calib, tmp_path / f"{len(layers)}.onnx",
+                              ConvertOptions(float_layers=tuple(layers)))
+        return art, evaluate(backend.load(art).run(val.images), reference, None)
+
+    first = build(())
+    assert first[1].drop_points > 4  # V3-Small's int8 trouble is real
+    report = simulated_report(source, calib, ConvertOptions(), calib.images[:16])
+    budget = first[1].drop_points / 2
+    chosen, record = fit_budget(build, [e.layer for e in report.ranked()], budget, first,
+                                "top-1 disagreement", [])
+    assert record.met and 1 <= len(record.float_layers) <= 16
+    final = evaluate(backend.load(chosen).run(val.images), reference, None)
+    assert final.drop_points <= budget
+    assert chosen.size_bytes > first[0].size_bytes  # float weights cost size
