@@ -25,13 +25,16 @@ run: setup
 	$(BIN)/edgekit convert --target rpi4
 	$(BIN)/edgekit bench build/rpi4 --threads 1,2 --iterations 50
 
-# System tools some tests use: sshd (remote bench against 127.0.0.1) and Xvfb (the demo's window).
-# Installed when missing and we are root with apt; otherwise those tests skip with the reason.
-SYSTEM_PACKAGES := openssh-server xvfb xauth
+# System tools some tests use: sshd (remote bench against 127.0.0.1), Xvfb (the demo's window),
+# qemu-user-static and debootstrap (bench --emulate aarch64: builds an arm64 root in
+# ~/.cache/edgekit once, ~40 s with network). Installed when missing and we are root with apt;
+# otherwise those tests skip with the reason.
+SYSTEM_PACKAGES := openssh-server xvfb xauth qemu-user-static debootstrap
 
 test: setup
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		{ [ ! -x /usr/sbin/sshd ] || ! command -v xvfb-run >/dev/null; }; then \
+		{ [ ! -x /usr/sbin/sshd ] || ! command -v xvfb-run >/dev/null || \
+		  ! command -v qemu-aarch64-static >/dev/null || [ ! -x /usr/sbin/debootstrap ]; }; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 	$(BIN)/python -m pytest -q
 

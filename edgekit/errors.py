@@ -32,6 +32,12 @@ class MissingDependencyError(EdgekitError):
         self.extra = extra
 
 
+class MissingToolError(EdgekitError):
+    """A system program (not a pip package) is missing; the message says how to install it."""
+
+    exit_code = 3
+
+
 class ParityError(EdgekitError):
     exit_code = 4
 

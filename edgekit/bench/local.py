@@ -89,9 +89,10 @@ def artifacts_in(path: Path) -> list[tuple[Path, str, str, dict | None]]:
     return [(path, *_guess(path), None)]
 
 
-def run_runner(command: list[str], config: dict, timeout: float = 1800) -> dict:
+def run_runner(command: list[str], config: dict, timeout: float = 1800,
+               env: dict[str, str] | None = None) -> dict:
     proc = subprocess.run([*command, json.dumps(config)], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -1,9 +1,11 @@
 """Standalone latency runner: numpy + one runtime, no edgekit imports.
 
-The same file runs locally (in a fresh process, so peak memory is the inference's own) and is
-copied to devices over SSH. Usage:
+The same file runs locally (in a fresh process, so peak memory is the inference's own), is
+copied to devices over SSH, and runs under qemu for `bench --emulate`. Usage:
     python runner.py '{"artifact": "model.tflite", "threads": 2, "warmup": 10,
                        "iterations": 100, "duration": null, "per_op": false}'
+With "inputs": "in.npy" and "outputs": "out.npy" it runs no benchmark: it feeds each prepared
+input (N x the model's input shape, its own dtype) once and saves the raw outputs (N x output).
 Prints one JSON object on stdout; on failure prints {"error": "..."} and exits 3 (missing
 runtime) or 1.
 """
@@ -83,6 +85,9 @@ class TFLiteModel:
         self.per_op_note = (f"{package}'s Python API has no per-op profiler; use LiteRT's "
                             "benchmark_model --enable_op_profiling=true on the device")
 
+    def set_input(self, x):
+        self.input = x
+
     def infer(self):
         self.interpreter.set_tensor(self.input_index, self.input)
         self.interpreter.invoke()
@@ -117,6 +122,9 @@ class OnnxModel:
                                     "intra_op_threads": threads or "default"}}
         self.path, self.threads, self.module = path, threads, module
 
+    def set_input(self, x):
+        self.feed = {next(iter(self.feed)): x}
+
     def infer(self):
         return self.session.run(None, self.feed)[0]
 
@@ -146,7 +154,7 @@ class OpenVINOModel:
     def __init__(self, path, threads, module, package, precision=None):
         import numpy as np
 
-        ov = module
+        ov = self.ov = module
         self.core = ov.Core()
         self.model = self.core.read_model(path)
         self.config = {"PERFORMANCE_HINT": "LATENCY"}
@@ -167,6 +175,10 @@ class OpenVINOModel:
                             "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
                             "threads": int(self.compiled.get_property("INFERENCE_NUM_THREADS")),
                             "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}}
+
+    def set_input(self, x):
+        self.input = x
+        self.request.set_input_tensor(self.ov.Tensor(x))
 
     def infer(self):
         self.request.infer()
@@ -211,6 +223,28 @@ def _stats(samples_ms):
             "max": float(a.max()), "std": float(a.std())}
 
 
+def _host() -> dict:
+    return {"machine": platform.machine(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count()}
+
+
+def _save_outputs(model, config: dict, path: str, threads, load_ms: float) -> dict:
+    """Outputs mode: each prepared input once, raw outputs saved (no warmup, no timing loop)."""
+    import numpy as np
+
+    inputs = np.load(config["inputs"])
+    outputs = []
+    t0 = time.perf_counter_ns()
+    for x in inputs:
+        model.set_input(np.ascontiguousarray(x))
+        outputs.append(np.array(model.infer(), copy=True))
+    seconds = (time.perf_counter_ns() - t0) / 1e9
+    np.save(config["outputs"], np.stack(outputs))
+    return {"artifact": path, "threads": threads, "runtime": model.runtime, "n": len(outputs),
+            "output_dtype": str(outputs[0].dtype), "load_ms": load_ms,
+            "inference_seconds": seconds, "host": _host()}
+
+
 def run(config: dict) -> dict:
     path = config["artifact"]
     suffix = os.path.splitext(path)[1]
@@ -227,6 +261,8 @@ def run(config: dict) -> dict:
     t0 = time.perf_counter_ns()
     model = cls(path, threads, module, package, **extra)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
+    if config.get("inputs"):
+        return _save_outputs(model, config, path, threads, load_ms)
     t0 = time.perf_counter_ns()
     model.infer()
     first_ms = (time.perf_counter_ns() - t0) / 1e6
@@ -255,8 +291,7 @@ def run(config: dict) -> dict:
         "rss_before_runtime_mb": rss_before, "rss_runtime_imported_mb": rss_runtime,
         "size_bytes": os.path.getsize(path) + (os.path.getsize(path[:-4] + ".bin")
                                                if suffix == ".xml" and os.path.exists(path[:-4] + ".bin") else 0),
-        "n": len(samples), "host": {"machine": platform.machine(), "python": platform.python_version(),
-                                    "cpu_count": os.cpu_count()},
+        "n": len(samples), "host": _host(),
     }
     if config.get("per_op"):
         ops = model.per_op(int(config.get("per_op_runs", 20)))

@@ -51,14 +51,20 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
               help="SSH private key for devices that name none [default: your keys / ssh-agent].")
 @click.option("--trust-new-host", is_flag=True,
               help="Accept and save an unknown device host key (to ~/.config/edgekit/known_hosts).")
+@click.option("--emulate", type=click.Choice(["aarch64"]), default=None,
+              help="Run the .tflite/.onnx artifacts with the aarch64 runtimes under qemu and compare "
+                   "their outputs with this machine's on real images (no timings). The first use "
+                   "builds an aarch64 root in ~/.cache/edgekit (needs root, qemu-user-static, "
+                   "debootstrap).")
 def command(path, threads, warmup, iterations, duration, per_op, ov_precision, json_path,
-            csv_path, chart, devices, inventory, key, trust_new_host) -> None:
+            csv_path, chart, devices, inventory, key, trust_new_host, emulate) -> None:
     """Benchmark an artifact (.tflite, .onnx, .xml) or every artifact of a convert folder.
 
     Each run happens in a fresh process: load/compile time, first inference, warm latency
     (min/mean/p50/p90/p99/max/std over the measured runs), throughput and peak memory.
     With --device the artifacts and a standalone runner are copied to the device over SSH
-    (key authentication, host keys checked), run there and cleaned up.
+    (key authentication, host keys checked), run there and cleaned up. With --emulate aarch64
+    the same runner runs under qemu with the aarch64 wheels and the outputs are compared.
     """
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
@@ -66,6 +72,13 @@ def command(path, threads, warmup, iterations, duration, per_op, ov_precision, j
         raise click.UsageError("--devices, --key and --trust-new-host need --device")
     err = make_console(stderr=True)
     say = lambda m: err.print(f"bench: {m}", highlight=False)  # noqa: E731
+    if emulate:
+        if devices or per_op or iterations or duration or ov_precision or csv_path \
+                or threads != [None]:
+            raise click.UsageError("--emulate compares outputs only: it takes no --device, --threads, "
+                                   "--iterations, --duration, --per-op, --ov-precision or --csv")
+        _emulate(path, emulate, json_path, say)
+        return
     failures = []
     if devices:
         from ..bench.remote import bench_remote, resolve_devices
@@ -89,6 +102,17 @@ def command(path, threads, warmup, iterations, duration, per_op, ov_precision, j
         png = chart_path = Path(path) / "bench.png"
         if chart_fn(results, chart_path):
             err.print(f"chart: {png}", highlight=False)
+
+
+def _emulate(path: Path, arch: str, json_path: Path | None, say) -> None:
+    from ..bench.emulate import emulate, match_table
+    from ..fileio import write_text_atomic
+
+    report = emulate(path, arch, progress=say)
+    make_console().print(match_table(report, f"edgekit bench {path} --emulate {arch}: output match"))
+    if json_path:
+        write_text_atomic(json_path, report.to_json() + "\n")
+    report.check()
 
 
 chart_fn = chart

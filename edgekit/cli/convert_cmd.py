@@ -13,7 +13,7 @@ from ..manifest import Manifest
 from ..targets import DEFAULT_TARGET
 from .options import resolution_option, width_option
 
-CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 
 
 @click.command("convert")
