@@ -91,7 +91,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             out: str | Path | None = None, val: str | Path | None = None,
             val_size: int | None = None, check: bool = True,
             max_accuracy_drop: float | None = None, float_layers: tuple[str, ...] = (),
-            progress: Progress | None = None) -> Manifest:
+            max_float_layers: int | None = None, progress: Progress | None = None) -> Manifest:
     """Build, verify and record every artifact ``target`` lists (or the ``precision`` asked for).
 
     ``max_accuracy_drop`` (points of top-1 on a labelled ``val``, else of disagreement with the
@@ -133,7 +133,8 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     for job in jobs:
         record = _build_one(job, profile, source, calibration, validation, out_dir,
                             check_agreement=source.meta.weights != "random", say=say,
-                            budget=max_accuracy_drop, float_layers=tuple(float_layers))
+                            budget=max_accuracy_drop, float_layers=tuple(float_layers),
+                            max_float=max_float_layers)
         manifest.artifacts.append(record)
         if record.parity_failures:
             failures.append(f"{record.path}: {'; '.join(record.parity_failures)}")
@@ -169,7 +170,8 @@ def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Pat
 
 def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibration: CalibrationSet,
                validation: Validation, out_dir: Path, check_agreement: bool, say: Progress,
-               budget: float | None = None, float_layers: tuple[str, ...] = ()) -> ArtifactRecord:
+               budget: float | None = None, float_layers: tuple[str, ...] = (),
+               max_float: int | None = None) -> ArtifactRecord:
     backend = get_backend(job.build.backend)
     b = job.build
     int8 = job.precision == "int8"
@@ -182,7 +184,7 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibratio
     start = time.perf_counter()
     if int8 and budget is not None and backend.mixed_precision:
         artifact = _within_budget(backend, source, calibration, validation, options, path, budget,
-                                  lambda m: say(f"{job.label}: {m}"))
+                                  max_float, lambda m: say(f"{job.label}: {m}"))
     else:
         if int8 and budget is not None:
             say(f"{job.label}: {backend.name} needs a fully integer model: no layer can stay float, "
@@ -210,7 +212,7 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibratio
 
 def _within_budget(backend: Backend, source: ModelSource, calibration: CalibrationSet,
                    validation: Validation, options: ConvertOptions, path: Path, budget: float,
-                   say: Progress) -> Artifact:
+                   max_float: int | None, say: Progress) -> Artifact:
     """Build int8, and when it misses ``budget`` keep the layers the report ranks worst in float
     (mixed_precision.fit_budget). Tries are built in a scratch folder; the chosen one is moved to
     ``path``. The choice and its cost (size, quick latency) go into the artifact's details."""
@@ -235,7 +237,7 @@ def _within_budget(backend: Backend, source: ModelSource, calibration: Calibrati
             ranking = [e.layer for e in ranked]
             details = [{"layer": e.layer, "added_noise": e.added_noise, "sqnr_db": e.sqnr_db}
                        for e in ranked[:10]]
-        chosen, record = fit_budget(build, ranking, budget, first, metric, details, say=say)
+        chosen, record = fit_budget(build, ranking, budget, first, metric, details, max_float, say=say)
         if record.float_layers:
             record.latency_ms = quick_latency({"all_int8": backend.load(first[0], threads=1),
                                                "mixed": backend.load(chosen, threads=1)},

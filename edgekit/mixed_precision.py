@@ -17,7 +17,7 @@ import numpy as np
 
 from .backends.base import Artifact, Session
 
-DEFAULT_MAX_FLOAT_LAYERS = 16
+MAX_FLOAT_SHARE = 0.5  # by default at most half the layers stay float
 TIMING_RUNS = 40
 
 
@@ -63,7 +63,7 @@ def evaluate(logits: np.ndarray, reference: np.ndarray, targets: np.ndarray | No
 
 def fit_budget(build: Callable[[tuple[str, ...]], tuple[Artifact, Evaluation]], ranking: list[str],
                budget: float, first: tuple[Artifact, Evaluation], metric: str,
-               ranking_details: list[dict], max_float: int = DEFAULT_MAX_FLOAT_LAYERS,
+               ranking_details: list[dict], max_float: int | None = None,
                say: Callable[[str], None] = lambda _m: None) -> tuple[Artifact, MixedPrecision]:
     """Try float layer sets from ``ranking`` until ``build(layers)`` scores within ``budget``.
 
@@ -89,6 +89,8 @@ def fit_budget(build: Callable[[tuple[str, ...]], tuple[Artifact, Evaluation]], 
                 f"(budget {budget:g})")
         return tried[k]
 
+    if max_float is None:
+        max_float = max(1, round(len(ranking) * MAX_FLOAT_SHARE))
     limit = min(max_float, len(ranking))
     low, high, k = 0, None, 1
     while k <= limit:

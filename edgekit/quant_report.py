@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.layer_names import layer_names, module_path
+from .backends.layer_names import onnx_layers
 from .errors import InputError
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -74,31 +74,24 @@ class QuantReport:
 
 
 def layers_of(graph) -> list[Layer]:
-    """The weighted layers of a float ONNX graph, in graph order."""
+    """The layers of a float ONNX graph (layer_names.onnx_layers), in graph order."""
     initializers = {t.name for t in graph.initializer}
     outputs = {o.name for o in graph.output}
-    weighted = [n.name for n in graph.node if n.op_type in WEIGHTED_OPS]
-    names = list(dict.fromkeys(layer_names(weighted).values()))
+    owner = onnx_layers(graph)
     consumers: dict[str, list[str]] = {}
     for node in graph.node:
         for t in node.input:
             consumers.setdefault(t, []).append(node.name)
     result = []
-    for name in names:
-        members = [n for n in graph.node if _belongs(n.name, name)]
-        inside = {n.name for n in members}
+    for name in dict.fromkeys(layer for layer in owner.values() if layer is not None):
+        members = [n for n in graph.node if owner[n.name] == name]
         produced = {t for n in members for t in n.output}
         inputs = [t for n in members for t in n.input if t and t not in produced and t not in initializers]
         leaving = [t for n in members for t in n.output
-                   if t in outputs or any(c not in inside for c in consumers.get(t, []))]
+                   if t in outputs or any(owner[c] != name for c in consumers.get(t, []))]
         if inputs and leaving:
-            result.append(Layer(name, tuple(n.op_type for n in members), inputs[0], leaving[-1]))
+            result.append(Layer(name, tuple(n.op_type for n in members), inputs[0], leaving[0]))
     return result
-
-
-def _belongs(node_name: str, layer: str) -> bool:
-    path = module_path(node_name)
-    return (path == layer or path.startswith(layer + ".")) if path else node_name == layer
 
 
 def _dequantized(graph) -> dict[str, str]:

@@ -25,7 +25,7 @@ def test_layer_names_from_onnx_scopes():
     v2_block = ["/features/features.3/conv/conv.0/conv.0.0/Conv",
                 "/features/features.3/conv/conv.1/conv.1.0/Conv", "/features/features.3/conv/conv.2/Conv",
                 "/classifier/classifier.1/Gemm", "Conv_12"]
-    assert list(layer_names(v2_block).values()) == [
+    assert list(layer_names({n: module_path(n) for n in v2_block}).values()) == [
         "features.3.conv.0", "features.3.conv.1", "features.3.conv.2", "classifier", "Conv_12"]
     assert in_layers("inner.features.3.conv.1.0", ["features.3.conv.1"])  # wrapped for NHWC
     assert not in_layers("features.13.conv", ["features.3.conv"])
@@ -100,6 +100,7 @@ def test_float_layers_in_onnxruntime(source, calibration, tmp_path):
                                                   tmp_path / "fp.onnx"), art.path, calibration.images[:4])
     first = next(e for e in report.layers if e.layer == "features.0")
     assert first.sqnr_db > 40  # float all the way: only the input's quantization reaches it
+    assert first.ops.startswith("Conv")
     with pytest.raises(InputError, match="no layer named 'features.99'"):
         backend.convert(source, "int8", calibration, tmp_path / "x.onnx",
                         ConvertOptions(float_layers=("features.99",)))
@@ -149,7 +150,7 @@ def test_budget_is_met_on_real_mobilenet_v3(tmp_path):
                           "mobilenet_v3_small")
     source = ModelSource.from_module(model)
     calib = load_calibration(shared_path("imagenet-sample"), model.meta.preprocessing, 48)
-    val = load_calibration(shared_path("imagenet-sample"), model.meta.preprocessing, 96, seed=7)
+    val = load_calibration(shared_path("imagenet-sample"), model.meta.preprocessing, 64, seed=7)
     reference = source.reference(val.images)
     backend = get_backend("onnxruntime")
 
@@ -162,9 +163,41 @@ def test_budget_is_met_on_real_mobilenet_v3(tmp_path):
     assert first[1].drop_points > 4  # V3-Small's int8 trouble is real
     report = simulated_report(source, calib, ConvertOptions(), calib.images[:16])
     budget = first[1].drop_points / 2
-    chosen, record = fit_budget(build, [e.layer for e in report.ranked()], budget, first,
-                                "top-1 disagreement", [])
-    assert record.met and 1 <= len(record.float_layers) <= 16
+    ranking = [e.layer for e in report.ranked()]
+    chosen, record = fit_budget(build, ranking, budget, first, "top-1 disagreement", [],
+                                max_float=len(ranking))
+    assert record.met and 1 <= len(record.float_layers) < len(ranking)
+    smaller = [t for t in record.trials if len(t.float_layers) < len(record.float_layers)]
+    assert all(t.drop_points > budget for t in smaller)  # the fewest layers that meet it
     final = evaluate(backend.load(chosen).run(val.images), reference, None)
     assert final.drop_points <= budget
     assert chosen.size_bytes > first[0].size_bytes  # float weights cost size
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgekit.cli.main", *args], capture_output=True, text=True)
+
+
+def test_quant_report_and_budget_commands(tmp_path):
+    import json
+
+    small = ["--model", "mobilenet_v2", "--width", "0.35", "--resolution", "96"]
+    out = _cli("quant-report", *small, "--calib-size", "8", "-n", "4", "--top", "5",
+               "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    assert "int8 error per layer" in out.stdout and "features.0" in json.loads((tmp_path / "r.json").read_text())["layers"][0]["layer"]
+    build = tmp_path / "build"
+    out = _cli("convert", "--target", "x86", *small, "--backend", "onnxruntime", "--precision", "int8",
+               "--calib-size", "8", "--max-accuracy-drop", "100", "--out", str(build))
+    assert out.returncode == 0, out.stderr
+    mixed = json.loads((build / "manifest.json").read_text())["artifacts"][0]["details"]["mixed_precision"]
+    assert mixed["met"] and mixed["float_layers"] == [] and mixed["budget_points"] == 100
+    out = _cli("quant-report", str(build))  # no fp32 artifact in that build
+    assert out.returncode == 2 and "no ONNX Runtime fp32 + int8 pair" in out.stderr
+    out = _cli("convert", "--target", "x86", *small, "--backend", "onnxruntime", "--precision", "int8",
+               "--calib-size", "8", "--float-layers", "features.99", "--out", str(tmp_path / "bad"))
+    assert out.returncode == 2 and "no layer named 'features.99'" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "bad" / "model_int8.onnx").exists()

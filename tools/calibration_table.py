@@ -53,6 +53,8 @@ def main() -> int:
     ap.add_argument("--target", default="x86")
     ap.add_argument("--backends", default="onnxruntime,openvino,tflite")
     ap.add_argument("--methods", default=None, help="comma list, default: each backend's")
+    ap.add_argument("--activation-type", choices=("int8", "uint8"), default=None,
+                    help="override the target's (OpenVINO: uint8 = NNCF's MIXED preset)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -77,7 +79,7 @@ def main() -> int:
             methods = args.methods.split(",") if args.methods else METHODS[name]
             for method in methods:
                 options = ConvertOptions(io_dtype=build.io_dtype, layout=build.layout,
-                                         activation_type=build.activation_type,
+                                         activation_type=args.activation_type or build.activation_type,
                                          weight_type=build.weight_type, per_channel=build.per_channel,
                                          calibration_method=method)
                 start = time.perf_counter()
@@ -87,7 +89,7 @@ def main() -> int:
                 logits = backend.load(artifact).run(images)
                 parity = compare(reference, logits)
                 top1 = float(np.mean(logits.argmax(1) == targets))
-                row = {"backend": name, "method": method, "top1": top1, "fp32_top1": float_top1,
+                row = {"backend": name, "method": method, "activation_type": options.activation_type, "top1": top1, "fp32_top1": float_top1,
                        "drop_points": 100 * (float_top1 - top1),
                        "agreement": parity.top1_agreement,
                        "agreement_ci95": agreement_interval(parity.top1_agreement, len(targets)),
@@ -98,10 +100,10 @@ def main() -> int:
                       f"SQNR {parity.sqnr_db:.1f} dB, {seconds:.1f} s", file=sys.stderr)
 
     print(f"\n{meta.arch}: fp32 top-1 {float_top1:.1%}, n = {len(targets)}\n")
-    print("| backend | method | int8 top-1 | drop (points) | agreement (95% CI) | SQNR dB | build s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| backend | method | activations | int8 top-1 | drop (points) | agreement (95% CI) | SQNR dB | build s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['backend']} | {r['method']} | {r['top1']:.1%} | {r['drop_points']:+.1f} | "
+        print(f"| {r['backend']} | {r['method']} | {r['activation_type']} | {r['top1']:.1%} | {r['drop_points']:+.1f} | "
               f"{r['agreement']:.1%} ± {r['agreement_ci95']:.1%} | {r['sqnr_db']:.1f} | "
               f"{r['convert_seconds']:.1f} |")
     if args.json:

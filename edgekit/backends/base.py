@@ -57,6 +57,9 @@ class ConvertOptions:
     per_channel: bool = True
     calibration_method: str = "minmax"
     threads: int | None = None
+    # Mixed precision: module paths ("features.3.conv.1") whose ops stay float in an int8 build;
+    # see backends/layer_names.py for how each backend finds them.
+    float_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Backend(ABC):
     description: ClassVar[str] = ""
     accepts_onnx: ClassVar[bool] = False  # can convert a user's ONNX file (not only nn.Module)
     base: ClassVar[str | None] = None  # e.g. edgetpu builds on tflite's int8 artifact
+    mixed_precision: ClassVar[bool] = True  # can keep some layers float in an int8 build
 
     def require(self) -> None:
         for module in self.modules:

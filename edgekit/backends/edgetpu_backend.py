@@ -112,6 +112,9 @@ class EdgeTPUBackend(Backend):
                 out: Path, options: ConvertOptions) -> Artifact:
         if precision not in self.precisions:
             raise InputError(f"{self.name} builds int8 only, not {precision}")
+        if options.float_layers:
+            raise InputError("the Edge TPU needs a fully integer model: it cannot keep layers in "
+                             f"float ({', '.join(options.float_layers)}); drop float_layers")
         if options.io_dtype not in ("uint8", "int8"):
             raise InputError(f"the Edge TPU needs integer input and output: set io_dtype to uint8 "
                              f"(what pycoral feeds) or int8, not {options.io_dtype}")

@@ -10,7 +10,7 @@ from ..calibration import CalibrationSet
 from ..errors import InputError
 from ..fileio import atomic_path
 from ..source import ModelSource
-from .layer_names import in_layers, module_path
+from .layer_names import onnx_layers, select
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
 from .onnx_export import export_onnx
 
@@ -110,11 +110,20 @@ class OnnxRuntimeBackend(Backend):
             input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]) \
                 .get_inputs()[0].name
             excluded = _nodes_in(prepared, options.float_layers)
+            overrides: dict[str, list[dict]] = {}
             if calibration.method == "entropy":
                 from .ort_calibration import entropy_ranges
 
-                extra = {**extra, "TensorQuantOverrides": entropy_ranges(
-                    prepared, _Reader(calibration, input_name), calibration.options, Path(tmp))}
+                overrides = entropy_ranges(prepared, _Reader(calibration, input_name),
+                                           calibration.options, Path(tmp))
+            if excluded:
+                # An excluded node still reads its input through the 8-bit Q/DQ its producer's
+                # output gets; 16-bit there makes the layer's input float in all but name.
+                for tensor in _inputs_of(prepared, excluded):
+                    overrides[tensor] = [{**overrides.get(tensor, [{}])[0], "quant_type": QuantType.QUInt16}]
+                extra = {**extra, "UseQDQContribOps": True}
+            if overrides:
+                extra = {**extra, "TensorQuantOverrides": overrides}
             with atomic_path(out) as tmp_out:
                 quantize_static(
                     str(prepared), str(tmp_out), _Reader(calibration, input_name),
@@ -146,16 +155,24 @@ def prepare_for_quantization(src: Path, dst: Path) -> Path:
 
 
 def _nodes_in(path: Path, layers: tuple[str, ...]) -> list[str]:
-    """Names of the nodes that belong to ``layers`` (module paths); each layer must match."""
+    """Names of the nodes that belong to ``layers`` (layer_names); each name must match."""
     if not layers:
         return []
     import onnx
 
-    nodes = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
-    for layer in layers:
-        if not any(in_layers(module_path(n), (layer,)) for n in nodes):
-            raise InputError(f"no layer named '{layer}' in the model")
-    return [n for n in nodes if in_layers(module_path(n), layers)]
+    return select(onnx_layers(onnx.load(str(path), load_external_data=False).graph), layers)
+
+
+def _inputs_of(path: Path, nodes: list[str]) -> list[str]:
+    """Activation tensors the ``nodes`` read from outside their own set."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    chosen = set(nodes)
+    constants = {t.name for t in graph.initializer}
+    inside = {t for n in graph.node if n.name in chosen for t in n.output}
+    return sorted({t for n in graph.node if n.name in chosen for t in n.input
+                   if t and t not in constants and t not in inside})
 
 
 def _op_counts(path: Path) -> dict[str, int]:

@@ -33,11 +33,15 @@ to both kinds:
   Anything else raises InputError; nothing is substituted silently. ("entropy" has no NNCF
   equivalent; NNCF's HISTOGRAM estimator is left out because it falls back to MINMAX, with only a
   warning, on the per-channel quantizers.)
+
+Mixed precision (``ConvertOptions.float_layers``): the ops of those PyTorch modules go to NNCF as
+an ``IgnoredScope`` by name, so they get no FakeQuantize on their inputs and compute in float.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import shutil
 import sys
@@ -51,6 +55,7 @@ from ..calibration import CalibrationSet
 from ..errors import EdgekitError, InputError, MissingDependencyError
 from ..source import ModelSource
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
+from .layer_names import onnx_layers, select
 from .onnx_export import export_onnx
 
 CALIBRATION_METHODS = ("minmax", "mean_minmax", "percentile")
@@ -97,6 +102,47 @@ def op_counts(model) -> dict[str, int]:
         if kind not in _PLUMBING_OPS:
             counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
+
+
+def op_layers(model, onnx_path: Path) -> dict[str, str | None]:
+    """{friendly name: layer (layer_names)} of the ops of an ov.Model converted from ``onnx_path``.
+
+    OpenVINO names an op after its ONNX node, with a suffix on the pieces it splits a node into
+    (a Conv with bias becomes ".../Conv/WithoutBiases" + the Add ".../Conv"). Ops its own passes
+    fuse get generated names ("HSwish_6590") and the op making a model output takes the output's
+    name ("logits"); those are traced back through their output tensor names, which mostly
+    survive, to the ONNX node producing the tensor. A fused op left with neither (an HSwish
+    inside a block) belongs with its producer, the convolution it follows.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    owner = onnx_layers(graph)
+    producers = {out: node.name for node in graph.node if node.name for out in node.output}
+    layers: dict[str, str | None] = {}
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        parts = name.split("/")
+        prefixes = ("/".join(parts[:end]) for end in range(len(parts), 0, -1))
+        node = next((p for p in prefixes if p in owner), None)
+        if node is None:
+            tensors = sorted(t for out in op.outputs() for t in out.get_names() if t in producers)
+            node = producers[tensors[0]] if tensors else None
+        if node is not None:
+            layers[name] = owner[node]
+            continue
+        inputs = [port.get_source_output().get_node() for port in op.inputs()]
+        data = [i.get_friendly_name() for i in inputs if i.get_type_name() not in _PLUMBING_OPS]
+        layers[name] = layers.get(data[0]) if data else None
+    return layers
+
+
+def _float_op_names(model, onnx_path: Path, layers: tuple[str, ...]) -> list[str]:
+    """The ops to keep float (NNCF ignored-scope names); InputError for a layer with no op."""
+    computing = {op.get_friendly_name() for op in model.get_ordered_ops()
+                 if op.get_type_name() not in _PLUMBING_OPS}
+    owner = {name: layer for name, layer in op_layers(model, onnx_path).items() if name in computing}
+    return sorted(select(owner, layers))
 
 
 class OpenVINOSession(Session):
@@ -200,9 +246,11 @@ class OpenVINOBackend(Backend):
             except Exception as exc:
                 raise EdgekitError(f"OpenVINO cannot convert {source.name}: "
                                    f"{str(exc).splitlines()[0]}") from exc
+            float_ops = _float_op_names(model, onnx_path, options.float_layers) \
+                if quantize is not None and options.float_layers else []
         details: dict[str, Any] = {}
         if quantize is not None:
-            model, details["nncf"] = quantize(model)
+            model, details["nncf"] = quantize(model, float_ops)
         compress = precision == "fp16"  # int8 weights are already int8; keep ranges exact
         details["compress_to_fp16"] = compress
         bin_path = _save_atomic(model, out, compress)
@@ -286,11 +334,13 @@ def _range_estimator(method: str, options: dict):
 
 
 def _quantizer(source: ModelSource, calibration: CalibrationSet | None, options: ConvertOptions):
-    """Check everything int8 needs, then return ``ov.Model -> (quantized ov.Model, details)``."""
+    """Check everything int8 needs, then return
+    ``(ov.Model, float op names) -> (quantized ov.Model, details)``."""
     try:
         import nncf
     except ImportError:
         raise MissingDependencyError("nncf", "openvino") from None
+    from nncf.common.logging.logger import nncf_logger
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     if calibration is None or len(calibration) == 0:
@@ -322,19 +372,30 @@ def _quantizer(source: ModelSource, calibration: CalibrationSet | None, options:
         **method_options, "subset_size": len(calibration), "fast_bias_correction": True,
         "model_type": None, "target_device": nncf.TargetDevice.ANY.value,
     }
+    if options.float_layers:
+        details["float_layers"] = list(options.float_layers)
 
-    def quantize(model):
+    def quantize(model, float_ops: list[str]):
+        """``float_ops``: names of ops NNCF leaves unquantized (the float layers' ops)."""
         dataset = nncf.Dataset(calibration.images, lambda image: image[None])
+        ignored = nncf.IgnoredScope(names=float_ops) if float_ops else None
+        if float_ops:
+            details["ignored_ops"] = len(float_ops)
+        level = nncf_logger.level
         try:
-            # NNCF draws progress bars on stdout; keep stdout clean for edgekit's own output.
+            # NNCF draws progress bars on stdout; keep stdout clean for edgekit's own output. Its
+            # logger writes to the original stdout, and lists every ignored op at INFO.
+            nncf.set_log_level(logging.WARNING)
             with contextlib.redirect_stdout(sys.stderr):
                 quantized = nncf.quantize(model, dataset, preset=preset, subset_size=len(calibration),
                                           fast_bias_correction=True, model_type=None,
-                                          advanced_parameters=advanced)
+                                          ignored_scope=ignored, advanced_parameters=advanced)
         except EdgekitError:
             raise
         except Exception as exc:
             raise EdgekitError(f"NNCF quantization failed: {str(exc).splitlines()[0]}") from exc
+        finally:
+            nncf.set_log_level(level)
         return quantized, details
 
     return quantize

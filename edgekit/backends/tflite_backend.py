@@ -10,6 +10,9 @@
   kernels with int8 input and output. ``io_dtype`` "uint8" adds a QUANTIZE (uint8 <-> int8, same
   scale, zero point shifted by 128) at each end, as TensorFlow's converter does; "float32" adds a
   QUANTIZE / DEQUANTIZE pair so callers feed floats (the body stays integer).
+  ``ConvertOptions.float_layers`` (mixed precision) drops the quantization annotations of those
+  modules' nodes: they run as float kernels between a DEQUANTIZE and a QUANTIZE, so the model is
+  no longer full-integer.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from ..fileio import atomic_path
 from ..quiet import native_output_silenced
 from ..source import ModelSource
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
+from .layer_names import GraphNode, assign_layers, select
 
 CALIBRATION_METHODS = ("minmax", "histogram", "mse", "percentile")
 IO_DTYPES = ("int8", "uint8", "float32")
@@ -380,10 +384,59 @@ def _annotate_conv_relu6(model, config) -> None:
         qu._mark_nodes_as_annotated(partition)
 
 
-def _quantizer(config):
+def _keep_float(model, layers: tuple[str, ...]) -> None:
+    """Drop the quantization annotations of the nodes inside ``layers`` (by the modules in their
+    ``nn_module_stack``), so they stay float; InputError for a layer no node belongs to.
+
+    A node whose annotation shares a spec (SharedQuantizationSpec: pads, ReLU6 after a non-conv)
+    with an edge or node left without one loses its annotation too: prepare_pt2e cannot resolve
+    such a spec, and the node's input is float anyway.
+    """
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    import torch
+
+    key = "quantization_annotation"
+    weighted = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default,
+                torch.ops.aten.convolution.default)
+    calls = [n for n in model.graph.nodes if n.op == "call_function"]
+    graph = [GraphNode(n.name, _innermost_module(n), n.target in weighted,
+                       tuple(i.name for i in n.all_input_nodes), (n.name,)) for n in calls]
+    chosen = set(select(assign_layers(graph), layers))
+    for node in calls:
+        if node.name in chosen:
+            node.meta.pop(key, None)
+    dropped = True
+    while dropped:
+        dropped = False
+        specced = set()
+        for node in model.graph.nodes:
+            annotation = node.meta.get(key)
+            if annotation is not None:
+                specced |= {(arg, node) for arg in annotation.input_qspec_map}
+                specced |= {node} if annotation.output_qspec is not None else set()
+        for node in model.graph.nodes:
+            annotation = node.meta.get(key)
+            if annotation is None:
+                continue
+            specs = [*annotation.input_qspec_map.values(), annotation.output_qspec]
+            if any(isinstance(spec, SharedQuantizationSpec) and spec.edge_or_node not in specced
+                   for spec in specs):
+                del node.meta[key]
+                dropped = True
+
+
+def _innermost_module(node) -> str:
+    """The module path torch.export recorded for a node ("" for none): the innermost entry of
+    its ``nn_module_stack``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def _quantizer(config, float_layers: tuple[str, ...] = ()):
     """litert-torch's PT2EQuantizer, plus: a constant PAD shares its input's quantization (a
     same-scale op), so explicit pads (TF-'SAME' models) stay integer instead of leaving a float
-    PAD between a DEQUANTIZE and a QUANTIZE."""
+    PAD between a DEQUANTIZE and a QUANTIZE; the ``float_layers`` stay float (``_keep_float``)."""
     import torch
     from litert_torch.quantize import pt2e_quantizer as pq
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
@@ -412,6 +465,8 @@ def _quantizer(config):
                 shared = SharedQuantizationSpec(prev)
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map={prev: shared}, output_qspec=shared, _annotated=True)
+            if float_layers:
+                _keep_float(model, float_layers)
             return model
 
     return Quantizer().set_global(config)
@@ -573,11 +628,14 @@ class TFLiteBackend(Backend):
                     details.update(io_dtype="float32",
                                    weights="float16 (ai-edge-quantizer float casting, weight-only)")
                 else:
-                    data = self._int8(model, example, calibration, config, options.layout)
+                    data = self._int8(model, example, calibration, config, options.layout,
+                                      options.float_layers)
                     data = _set_io_dtype(data, options.io_dtype)
                     details.update(io_dtype=options.io_dtype, calibration_method=calibration.method,
                                    calibration_images=len(calibration),
                                    weights="int8 per-channel symmetric", activations="int8 per-tensor")
+                    if options.float_layers:
+                        details["float_layers"] = list(options.float_layers)
         except (InputError, MissingDependencyError):
             raise
         except Exception as exc:  # torch.export / PT2E / MLIR errors: one line for the user
@@ -586,7 +644,8 @@ class TFLiteBackend(Backend):
         return bytes(data), details
 
     @staticmethod
-    def _int8(model, example, calibration: CalibrationSet, config, layout: str) -> bytes:
+    def _int8(model, example, calibration: CalibrationSet, config, layout: str,
+              float_layers: tuple[str, ...] = ()) -> bytes:
         import litert_torch
         import torch
         from litert_torch.quantize.quant_config import QuantConfig
@@ -600,7 +659,7 @@ class TFLiteBackend(Backend):
                              f"{expected} (C, H, W)")
         # strict=True: the non-strict export leaves the residual ADDs float (DEQUANTIZE/QUANTIZE).
         exported = torch.export.export(model, example, strict=True).module()
-        quantizer = _quantizer(config)
+        quantizer = _quantizer(config, float_layers)
         prepared = quantize_pt2e.prepare_pt2e(exported, quantizer)
         batch = torch.from_numpy(images)
         if layout == "NHWC":

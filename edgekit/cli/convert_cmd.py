@@ -40,13 +40,15 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
               help="int8 budget: top-1 drop on a labelled --val (else disagreement with the float "
                    "model), in points. Missed: the layers int8 hurts most stay float until met.")
+@click.option("--max-float-layers", type=click.IntRange(min=1), default=None,
+              help="With --max-accuracy-drop: most layers kept float [default: half of them].")
 @click.option("--float-layers", default="", metavar="LAYER,...",
               help="Keep these layers (module paths, see 'edgekit quant-report') float in int8 builds.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: build/<target>].")
 @click.option("--no-check", is_flag=True, help="Record parity failures but exit 0.")
 def command(target, model, weights, width, resolution, calib, calib_size, calib_method, precision,
-            backend, val, max_accuracy_drop, float_layers, out, no_check) -> None:
+            backend, val, max_accuracy_drop, max_float_layers, float_layers, out, no_check) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
     and write DIR/manifest.json."""
     console = make_console(stderr=True)
@@ -58,7 +60,7 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
         manifest = convert(target, model, weights=weights, width=width, resolution=resolution,
                            calib=calib, calib_size=calib_size, calib_method=calib_method,
                            precision=precision, backend=backend, out=out, val=val,
-                           max_accuracy_drop=max_accuracy_drop,
+                           max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
                            float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
                            check=not no_check, progress=progress)
     print_summary(manifest)
