@@ -25,6 +25,7 @@ from .targets import BuildSpec, TargetProfile, load_target
 DEFAULT_CALIB_SIZE = 200
 ARTIFACT_STEM = "model"
 
+BACKEND_DEFAULT = "default"  # calibration method: each backend's default_calibration_method
 REPORT_IMAGES = 32  # images the per-layer report runs on when mixed precision needs a ranking
 
 Progress = Callable[[str], None]
@@ -86,7 +87,7 @@ def tolerance_for(target: TargetProfile, precision: str) -> Tolerance:
 def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path | None = None, *,
             weights: str | None = None, width: float | None = None, resolution: int | None = None,
             calib: str | Path | None = None, calib_size: int | None = None,
-            calib_method: str = "minmax", calib_options: dict | None = None,
+            calib_method: str | None = None, calib_options: dict | None = None,
             precision: str | None = None, backend: str | None = None,
             out: str | Path | None = None, val: str | Path | None = None,
             val_size: int | None = None, check: bool = True,
@@ -115,7 +116,8 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
         for n in notices:
             say(f"notice: {n}")
     pre = source.meta.preprocessing
-    calibration = load_calibration(calib, pre, calib_size or DEFAULT_CALIB_SIZE, method=calib_method,
+    calibration = load_calibration(calib, pre, calib_size or DEFAULT_CALIB_SIZE,
+                                   method=calib_method or BACKEND_DEFAULT,
                                    options=calib_options)
     say(f"calibration: {len(calibration)} images from {calibration.source}"
         + (f" ({calibration.skipped} unreadable skipped)" if calibration.skipped else ""))
@@ -126,7 +128,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             f"images from {validation.source}")
 
     manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
-                        calibration=calibration.to_dict() if any(j.precision == "int8" for j in jobs) else None,
+                        calibration=_calibration_record(calibration, jobs),
                         parity_images={"source": validation.source, "n_images": len(validation.images),
                                        "labelled": validation.targets is not None})
     failures = []
@@ -143,6 +145,18 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     if failures and check:
         raise ParityError("parity check failed for " + " | ".join(failures))
     return manifest
+
+
+def _calibration_record(calibration: CalibrationSet, jobs: list[Job]) -> dict | None:
+    """The calibration as the manifest records it, with the method each int8 build used."""
+    backends = list(dict.fromkeys(j.build.backend for j in jobs if j.precision == "int8"))
+    if not backends:
+        return None
+    record = calibration.to_dict()
+    if calibration.method == BACKEND_DEFAULT:
+        methods = {b: get_backend(b).default_calibration_method for b in backends}
+        record["method"] = next(iter(methods.values())) if len(set(methods.values())) == 1 else methods
+    return record
 
 
 def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Path | None,
@@ -175,6 +189,8 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibratio
     backend = get_backend(job.build.backend)
     b = job.build
     int8 = job.precision == "int8"
+    if calibration.method == BACKEND_DEFAULT:
+        calibration = replace(calibration, method=backend.default_calibration_method)
     options = ConvertOptions(io_dtype=b.io_dtype, layout=b.layout, activation_type=b.activation_type,
                              weight_type=b.weight_type, per_channel=b.per_channel,
                              calibration_method=calibration.method, threads=profile.threads,

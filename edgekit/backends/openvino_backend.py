@@ -211,6 +211,7 @@ class OpenVINOSession(Session):
 
 @register_backend
 class OpenVINOBackend(Backend):
+    default_calibration_method = "mean_minmax"
     name = "openvino"
     suffix = ".xml"
     precisions = ("fp32", "fp16", "int8")

@@ -549,6 +549,7 @@ def _float_ops(interpreter: Any) -> list[str]:
 
 @register_backend
 class TFLiteBackend(Backend):
+    default_calibration_method = "mse"
     name = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8")

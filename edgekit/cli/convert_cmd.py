@@ -29,8 +29,9 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
               help="Folder of calibration images [default: the photos bundled in calibration/].")
 @click.option("--calib-size", type=click.IntRange(min=1), default=DEFAULT_CALIB_SIZE,
               show_default=True, help="Images sampled (seeded) from --calib.")
-@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="minmax",
-              show_default=True, help="How int8 activation ranges are chosen.")
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=None,
+              help="How int8 activation ranges are chosen [default: each backend's best measured: "
+                   "onnxruntime minmax, openvino mean_minmax, tflite and edgetpu mse].")
 @click.option("--precision", "-p", type=click.Choice(PRECISIONS), default=None,
               help="Build only this precision [default: every precision the target lists].")
 @click.option("--backend", "-b", default=None, help="Build only this backend's artifacts.")
