@@ -93,7 +93,7 @@ class EdgeTPUBackend(Backend):
     suffix = ".tflite"
     base = "tflite"  # a .tflite file runs through the tflite backend (backend_for_path)
     mixed_precision = False  # the Edge TPU runs fully integer models only
-    default_calibration_method = "mse"  # as tflite, whose int8 model it starts from
+    default_calibration_method = "percentile"  # as tflite, whose int8 model it starts from
     precisions = ("int8",)
     extra = "tflite"
     modules = ("ai_edge_litert",)  # or tflite_runtime, as for tflite

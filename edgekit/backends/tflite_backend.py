@@ -549,7 +549,7 @@ def _float_ops(interpreter: Any) -> list[str]:
 
 @register_backend
 class TFLiteBackend(Backend):
-    default_calibration_method = "mse"
+    default_calibration_method = "percentile"
     name = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8")
