@@ -92,20 +92,22 @@ def test_bad_onnx_files(tmp_path):
         ModelSource.from_onnx(tmp_path / "missing.onnx")
 
 
-def test_entropy_is_real_not_minmax(tmp_path, source, calibration):
-    """quantize_static's own Entropy gives MinMax's ranges (128 bins); edgekit's must clip."""
+@pytest.mark.parametrize("narrower_method", ["entropy", "mean_minmax"])
+def test_entropy_and_mean_minmax_are_not_minmax(tmp_path, source, calibration, narrower_method):
+    """quantize_static's own Entropy gives MinMax's ranges (128 bins); edgekit's must clip. The
+    mean of per-image ranges is inside the global range too."""
     import onnx
     from onnx import numpy_helper
 
     backend = get_backend("onnxruntime")
     scales = {}
-    for method in ("minmax", "entropy"):
+    for method in ("minmax", narrower_method):
         cal = type(calibration)(calibration.images, calibration.files, calibration.source, method=method)
         art = backend.convert(source, "int8", cal, tmp_path / f"{method}.onnx", ConvertOptions())
         model = onnx.load(str(art.path))
         scales[method] = {i.name: float(numpy_helper.to_array(i)) for i in model.graph.initializer
                           if i.name.endswith("_scale") and numpy_helper.to_array(i).size == 1}
-    shared = set(scales["minmax"]) & set(scales["entropy"])
-    narrower = [t for t in shared if scales["entropy"][t] < 0.9 * scales["minmax"][t]]
+    shared = set(scales["minmax"]) & set(scales[narrower_method])
+    narrower = [t for t in shared if scales[narrower_method][t] < 0.9 * scales["minmax"][t]]
     assert len(shared) > 20 and len(narrower) > len(shared) // 4
-    assert all(scales["entropy"][t] <= scales["minmax"][t] * 1.001 for t in shared)
+    assert all(scales[narrower_method][t] <= scales["minmax"][t] * 1.001 for t in shared)

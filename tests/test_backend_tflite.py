@@ -212,7 +212,7 @@ def test_nchw_layout(backend, small, calibration, reference, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["percentile", "histogram"])
+@pytest.mark.parametrize("method", ["percentile", "histogram", "mean_minmax"])
 def test_other_calibration_methods(backend, small, calibration, reference, tmp_path, method):
     few = CalibrationSet(calibration.images[:4], calibration.files[:4], calibration.source,
                          method=method, options={"percentile": 99.99} if method == "percentile" else {})

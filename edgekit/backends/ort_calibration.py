@@ -6,7 +6,7 @@ from pathlib import Path
 from ..errors import InputError
 
 
-METHODS = ("minmax", "percentile", "entropy")
+METHODS = ("minmax", "mean_minmax", "percentile", "entropy")
 
 
 def calibrate_method(method: str, options: dict):
@@ -15,6 +15,10 @@ def calibrate_method(method: str, options: dict):
 
     if method == "minmax":
         return CalibrationMethod.MinMax, {}
+    if method == "mean_minmax":
+        # With a moving average, ORT's MinMax takes the mean over batches (one image each here)
+        # of each batch's min and max: NNCF's MEAN_MINMAX.
+        return CalibrationMethod.MinMax, {"CalibMovingAverage": True}
     if method == "percentile":
         return CalibrationMethod.Percentile, {
             "CalibPercentile": float(options.get("percentile", 99.999)),
@@ -25,7 +29,7 @@ def calibrate_method(method: str, options: dict):
         # quantize_static as per-tensor overrides on top of a MinMax pass.
         return CalibrationMethod.MinMax, {}
     raise InputError(f"ONNX Runtime backend cannot calibrate with '{method}' "
-                     "(it supports minmax, percentile, entropy)")
+                     f"(it supports {', '.join(METHODS)})")
 
 
 def entropy_ranges(model: Path, reader, options: dict, scratch: Path) -> dict[str, list[dict]]:

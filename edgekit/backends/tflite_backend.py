@@ -35,7 +35,7 @@ from ..source import ModelSource
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
 from .layer_names import GraphNode, assign_layers, select
 
-CALIBRATION_METHODS = ("minmax", "histogram", "mse", "percentile")
+CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile")
 IO_DTYPES = ("int8", "uint8", "float32")
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -277,6 +277,33 @@ def _percentile_observer():
     return PercentileObserver
 
 
+def _mean_minmax_observer():
+    import torch
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    class MeanMinMaxObserver(MinMaxObserver):
+        """Range = the mean over calibration images (one per call) of each image's min and max:
+        NNCF's MEAN_MINMAX, ONNX Runtime's MinMax with a moving average."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._sums = [0.0, 0.0, 0]
+
+        def forward(self, x_orig):
+            if x_orig.numel() == 0:
+                return x_orig
+            x = x_orig.detach().float()
+            self._sums[0] += float(x.min())
+            self._sums[1] += float(x.max())
+            self._sums[2] += 1
+            n = self._sums[2]
+            self.min_val.copy_(torch.tensor(self._sums[0] / n))
+            self.max_val.copy_(torch.tensor(self._sums[1] / n))
+            return x_orig
+
+    return MeanMinMaxObserver
+
+
 def _quantization_config(calibration: CalibrationSet):
     """litert-torch's per-channel symmetric config with the activation observer the method asks
     for (litert-torch's own default is HistogramObserver)."""
@@ -290,6 +317,8 @@ def _quantization_config(calibration: CalibrationSet):
     bins = int(options.get("num_bins", 2048))
     if method == "minmax":
         observer = MinMaxObserver.with_args(eps=2**-12)
+    elif method == "mean_minmax":
+        observer = _mean_minmax_observer().with_args(eps=2**-12)
     elif method in ("histogram", "mse"):
         # HistogramObserver picks the range that minimises the L2 (MSE) quantization error.
         observer = HistogramObserver.with_args(eps=2**-12, bins=bins)
