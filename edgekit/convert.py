@@ -251,8 +251,8 @@ def _within_budget(backend: Backend, source: ModelSource, calibration: Calibrati
             report = simulated_report(source, calibration, options, calibration.images[:REPORT_IMAGES])
             ranked = [e for e in report.ranked() if e.layer not in options.float_layers]
             ranking = [e.layer for e in ranked]
-            details = [{"layer": e.layer, "added_noise": e.added_noise, "sqnr_db": e.sqnr_db}
-                       for e in ranked[:10]]
+            details = [{"layer": e.layer, "alone_sqnr_db": e.alone_sqnr_db, "added_noise": e.added_noise,
+                        "sqnr_db": e.sqnr_db} for e in ranked[:10]]
         chosen, record = fit_budget(build, ranking, budget, first, metric, details, max_float, say=say)
         if record.float_layers:
             record.latency_ms = quick_latency({"all_int8": backend.load(first[0], threads=1),

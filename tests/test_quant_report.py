@@ -55,16 +55,17 @@ def test_layers_cover_every_convolution(models):
     assert len(names) == len(set(names)) == 53  # stem, 2 + 16 * 3 in the blocks, last conv, classifier
 
 
-def _damage(int8_path, layer: str, out, factor: float = 0.1):
-    """Shrink the output quantization scale of ``layer`` so int8 clips 90% of its range."""
+def _damage(int8_path, layer: str, out):
+    """Corrupt the int8 weights of ``layer``: its per-channel weight scales off by up to 4x."""
     model = onnx.load(str(int8_path))
-    tensor = next(n.output[0] for n in reversed(model.graph.node)
-                  if in_layers(module_path(n.name), [layer])
-                  and n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
-    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
-    init = next(i for i in model.graph.initializer if i.name == q.input[1])
-    scale = onnx.numpy_helper.to_array(init) * factor
-    init.CopyFrom(onnx.numpy_helper.from_array(scale.astype(np.float32), init.name))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node
+                if n.op_type == "Conv" and in_layers(module_path(n.name), [layer]))
+    dq = producer[conv.input[1]]
+    init = next(i for i in model.graph.initializer if i.name == dq.input[1])
+    scale = onnx.numpy_helper.to_array(init)
+    factors = np.random.default_rng(0).uniform(0.25, 4.0, scale.shape)
+    init.CopyFrom(onnx.numpy_helper.from_array((scale * factors).astype(np.float32), init.name))
     onnx.save(model, str(out))
     return out
 
@@ -77,11 +78,12 @@ def test_report_ranks_a_damaged_layer_first(models, calibration, tmp_path, layer
                           calibration.images[:8])
     assert healthy.ranked()[0].layer != layer
     top = damaged.ranked()[0]
-    assert top.layer == layer, [(e.layer, e.added_noise) for e in damaged.ranked()[:3]]
+    assert top.layer == layer, [(e.layer, e.alone_sqnr_db) for e in damaged.ranked()[:3]]
     assert top.sqnr_db < next(e for e in healthy.layers if e.layer == layer).sqnr_db - 3
     assert damaged.output_sqnr_db < healthy.output_sqnr_db
     row = top.to_dict()
-    assert set(row) >= {"layer", "ops", "sqnr_db", "cosine", "loss_db", "added_noise", "rank"}
+    assert set(row) >= {"layer", "ops", "sqnr_db", "cosine", "loss_db", "added_noise", "alone_sqnr_db", "rank"}
+    assert top.alone_sqnr_db < 20 and top.added_noise > 0.05  # both views point at it
     assert -1.0 <= row["cosine"] <= 1.0
 
 

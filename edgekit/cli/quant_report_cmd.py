@@ -43,7 +43,8 @@ DEFAULT_IMAGES = 32
 def command(build, model, weights, width, resolution, target, calib, calib_size, calib_method,
             images, n_images, top, json_path) -> None:
     """Per-layer int8 error: SQNR and cosine similarity of each layer's output against the float
-    model, ranked by the noise each layer adds.
+    model, the noise each layer adds, and the logits' SQNR when only that layer is quantized
+    (the ranking: what keeping the layer float would win back).
 
     BUILD is a convert output folder with ONNX Runtime fp32 and int8 artifacts (their real
     tensors are compared). Without BUILD the model given by --model/--weights is quantized for
@@ -97,9 +98,9 @@ def _report_on_build(folder: Path, images: Path | None, n_images: int) -> QuantR
 def report_table(report: QuantReport, top: int) -> Table:
     table = Table(title=f"int8 error per layer ({report.backend}, {report.n_images} images; "
                         f"logits SQNR {report.output_sqnr_db:.1f} dB)", title_justify="left")
-    for col in ("rank", "layer", "ops", "SQNR dB", "cosine", "loss dB", "added noise"):
+    for col in ("rank", "layer", "ops", "SQNR dB", "cosine", "loss dB", "added noise", "logits SQNR alone"):
         table.add_column(col, justify="left" if col in ("layer", "ops") else "right")
     for e in report.ranked()[:top]:
         table.add_row(str(e.rank), e.layer, e.ops, f"{e.sqnr_db:.1f}", f"{e.cosine:.4f}",
-                      f"{e.loss_db:+.1f}", f"{e.added_noise:.2%}")
+                      f"{e.loss_db:+.1f}", f"{e.added_noise:.2%}", f"{e.alone_sqnr_db:.1f}")
     return table
