@@ -6,7 +6,7 @@ op that consumes each layer's output (HARD_SWISH, ADD/MUL hard-sigmoid) or from 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,8 @@ def _preprocessing(graph: Graph, size: int) -> Preprocessing:
     mean, std = round(offset / 255, 4), round(1 / (255 * scale), 4)
     if abs(mean - 0.5) < 0.01 and abs(std - 0.5) < 0.01:  # (p - 128) / 128 is TF's x / 127.5 - 1
         return Preprocessing.tensorflow(size)
-    return replace(Preprocessing.tensorflow(size), mean=(mean,) * 3, std=(std,) * 3)
+    # Not TF-slim's x / 127.5 - 1 (e.g. VWW's pixel / 255): a whole-image resize, as MLPerf Tiny does.
+    return Preprocessing(size=size, resize=0, mean=(mean,) * 3, std=(std,) * 3)
 
 
 def _layer(graph: Graph, op: Op) -> Layer:
