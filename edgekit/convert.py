@@ -212,6 +212,11 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibratio
     parity = compare(reference, session.run(images))
     tolerance = tolerance_for(profile, job.precision)
     failures = tolerance.failures(parity, check_agreement=check_agreement)
+    mixed = artifact.details.get("mixed_precision")
+    if mixed and not mixed["met"]:
+        best = min(t["drop_points"] for t in mixed["trials"])
+        failures.append(f"accuracy budget not met: {mixed['metric']} {best:.1f} > {budget:g} points "
+                        f"with up to {max(len(t['float_layers']) for t in mixed['trials'])} layers float")
     say(f"{job.label}: {seconds:.1f} s, {artifact.size_bytes / 1e6:.2f} MB, top-1 agreement "
         f"{parity.top1_agreement:.1%}, max abs diff {parity.max_abs_diff:.2g}, SQNR "
         f"{parity.sqnr_db:.1f} dB" + (f"  FAILED: {'; '.join(failures)}" if failures else "  ok"))

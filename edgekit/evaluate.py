@@ -69,7 +69,8 @@ def candidates(paths: list[Path]) -> list[Candidate]:
                                  list(meta.labels or []) or None, meta.num_classes))
     if not out:
         raise InputError("nothing to evaluate")
-    return out
+    unique = {c.path.resolve(): c for c in reversed(out)}  # a checkpoint named twice runs once
+    return [c for c in out if unique[c.path.resolve()] is c]
 
 
 def _predict(c: Candidate, images: np.ndarray) -> np.ndarray:

@@ -48,6 +48,8 @@ def test_eval_folder_and_checkpoint(setup):
     assert fp32_r.top1 == torch_r.top1 and fp32_r.agreement_with_float == 1.0
     assert 0 <= int8_r.agreement_with_float <= 1
     assert torch_r.top5 == 1.0  # 4 classes: the true class is always in the top 5
+    again = evaluate([tmp / "out", ckpt], data)  # the folder's checkpoint named too: once
+    assert [(r.backend, r.precision) for r in again] == [(r.backend, r.precision) for r in results]
 
 
 def test_eval_cli_json_and_tsv(setup, tmp_path):
