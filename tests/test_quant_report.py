@@ -203,3 +203,27 @@ def test_quant_report_and_budget_commands(tmp_path):
                "--calib-size", "8", "--float-layers", "features.99", "--out", str(tmp_path / "bad"))
     assert out.returncode == 2 and "no layer named 'features.99'" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "bad" / "model_int8.onnx").exists()
+
+
+def test_a_missed_budget_fails_the_check(tmp_path, monkeypatch):
+    """convert writes the best try and the manifest, then fails naming the budget it missed."""
+    import json
+
+    import edgekit.convert as convert_module
+    from edgekit.errors import ParityError
+    from edgekit.mixed_precision import MixedPrecision, Trial
+
+    def unmet(backend, source, calibration, validation, options, path, budget, max_float, say):
+        artifact = backend.convert(source, "int8", calibration, path, options)
+        record = MixedPrecision(budget, "top-1 disagreement", [], met=False,
+                                trials=[Trial([], 6.0, 0.94, 1), Trial(["features.0"], 4.0, 0.96, 1)])
+        artifact.details["mixed_precision"] = record.to_dict()
+        return artifact
+
+    monkeypatch.setattr(convert_module, "_within_budget", unmet)
+    model = load_model("mobilenet_v2", width=0.35, resolution=96)
+    with pytest.raises(ParityError, match=r"accuracy budget not met: top-1 disagreement 4.0 > 1 points"):
+        convert_module.convert("x86", model, backend="onnxruntime", precision="int8", calib_size=4,
+                               max_accuracy_drop=1.0, out=tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert not manifest["artifacts"][0]["parity_ok"] and (tmp_path / "model_int8.onnx").is_file()
