@@ -13,7 +13,7 @@ from torch import nn
 
 from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend
 from .calibration import CalibrationSet, load_calibration
-from .datasets import load_labelled
+from .datasets import load_images, load_labelled
 from .errors import InputError, ParityError
 from .manifest import ArtifactRecord, Manifest, sha256_of
 from .mixed_precision import evaluate, fit_budget, quick_latency
@@ -167,8 +167,6 @@ def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Pat
     val = Path(val)
     labelled = None
     if val.suffix.lower() == ".tsv" or (val.is_dir() and any(p.is_dir() for p in val.iterdir())):
-        from .evaluate import _prepare
-
         labels = list(source.meta.labels) if source.meta.labels else None
         try:
             labelled = load_labelled(val, labels, source.meta.num_classes, limit=val_size)
@@ -176,7 +174,7 @@ def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Pat
             if val.suffix.lower() == ".tsv":
                 raise
     if labelled is not None:
-        images, targets, _ = _prepare(labelled, pre)
+        images, targets, _ = load_images(labelled, pre)
         return Validation(images, source.reference(images), targets, str(val))
     images = load_calibration(val, pre, val_size).images
     return Validation(images, source.reference(images), None, str(val))

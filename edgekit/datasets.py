@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .preprocessing import is_image_file
+from .preprocessing import Preprocessing, is_image_file, load_image
 
 
 @dataclass
@@ -87,3 +87,17 @@ def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
     if limit is not None and limit < len(files):
         order = sorted(random.Random(seed).sample(order, limit))
     return LabelledSet([files[i] for i in order], np.asarray([targets[i] for i in order]), str(path))
+
+
+def load_images(dataset: LabelledSet, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, int]:
+    """Preprocessed images, their targets, and how many files could not be read."""
+    images, targets, skipped = [], [], 0
+    for f, t in zip(dataset.files, dataset.targets):
+        try:
+            images.append(pre.apply(load_image(f)))
+            targets.append(t)
+        except InputError:
+            skipped += 1
+    if not images:
+        raise InputError(f"none of the images in {dataset.source} could be read")
+    return np.stack(images), np.asarray(targets), skipped

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from .backends.base import backend_for_path, get_backend
-from .datasets import LabelledSet, load_labelled
+from .datasets import load_images, load_labelled
 from .errors import InputError
 from .manifest import MANIFEST_NAME, Manifest, record_for
 from .models.weights import load_checkpoint
-from .preprocessing import Preprocessing, load_image
+from .preprocessing import Preprocessing
 from .source import ModelSource
 
 
@@ -92,7 +92,7 @@ def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None
     logits = []
     for c in cands:
         if c.preprocessing not in cache:
-            cache[c.preprocessing] = _prepare(dataset, c.preprocessing)
+            cache[c.preprocessing] = load_images(dataset, c.preprocessing)
         images, targets, skipped = cache[c.preprocessing]
         say(f"{c.path.name}: {c.backend} {c.precision}")
         logits.append((c, _predict(c, images), targets, skipped))
@@ -111,16 +111,3 @@ def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None
                                   float(np.mean([t in row for t, row in zip(targets, top5)])),
                                   len(targets), agree, skipped))
     return results
-
-
-def _prepare(dataset: LabelledSet, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, int]:
-    images, targets, skipped = [], [], 0
-    for f, t in zip(dataset.files, dataset.targets):
-        try:
-            images.append(pre.apply(load_image(f)))
-            targets.append(t)
-        except InputError:
-            skipped += 1
-    if not images:
-        raise InputError(f"none of the images in {dataset.source} could be read")
-    return np.stack(images), np.asarray(targets), skipped

@@ -70,6 +70,8 @@ class Manifest:
     @classmethod
     def read(cls, path: str | Path) -> "Manifest":
         path = Path(path)
+        if not path.exists():
+            raise InputError(f"not found: {path}")
         if path.is_dir():
             path = path / MANIFEST_NAME
         if not path.is_file():

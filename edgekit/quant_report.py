@@ -31,7 +31,6 @@ import numpy as np
 from .backends.layer_names import onnx_layers
 from .errors import InputError
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MAX_DB = 99.0  # what "no error at all" (an unquantized input, say) counts as
 
 

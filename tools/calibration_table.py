@@ -25,8 +25,7 @@ import numpy as np
 
 from edgekit.backends.base import ConvertOptions, get_backend
 from edgekit.calibration import load_calibration
-from edgekit.datasets import load_labelled
-from edgekit.evaluate import _prepare
+from edgekit.datasets import load_images, load_labelled
 from edgekit.models.loading import load_model
 from edgekit.parity import compare
 from edgekit.source import ModelSource
@@ -63,7 +62,7 @@ def main() -> int:
     meta = source.meta
     pre = meta.preprocessing
     labelled = load_labelled(args.data, list(meta.labels) if meta.labels else None, meta.num_classes)
-    images, targets, _ = _prepare(labelled, pre)
+    images, targets, _ = load_images(labelled, pre)
     reference = source.reference(images)
     float_top1 = float(np.mean(reference.argmax(1) == targets))
     calibration = load_calibration(args.calib, pre, args.calib_size)
