@@ -21,6 +21,7 @@ from .models.loading import load_model
 from .parity import Tolerance, compare
 from .source import ModelSource
 from .targets import BuildSpec, TargetProfile, load_target
+from .weight_rounding import ROUNDINGS, RoundingResult, round_weights
 
 DEFAULT_CALIB_SIZE = 200
 ARTIFACT_STEM = "model"
@@ -92,12 +93,15 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             out: str | Path | None = None, val: str | Path | None = None,
             val_size: int | None = None, check: bool = True,
             max_accuracy_drop: float | None = None, float_layers: tuple[str, ...] = (),
-            max_float_layers: int | None = None, progress: Progress | None = None) -> Manifest:
+            max_float_layers: int | None = None, weight_rounding: str = "optimal",
+            progress: Progress | None = None) -> Manifest:
     """Build, verify and record every artifact ``target`` lists (or the ``precision`` asked for).
 
     ``max_accuracy_drop`` (points of top-1 on a labelled ``val``, else of disagreement with the
     float model): int8 builds that miss it keep their most sensitive layers in float until they
     meet it. ``float_layers`` names such layers by hand (module paths).
+    ``weight_rounding``: "optimal" rounds int8 weights for least layer output error on the
+    calibration images, once for every backend (weight_rounding.py); "nearest" leaves it to them.
     Raises ParityError after writing the manifest when an artifact is outside its tolerance.
     """
     say = progress or (lambda _msg: None)
@@ -122,18 +126,19 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     say(f"calibration: {len(calibration)} images from {calibration.source}"
         + (f" ({calibration.skipped} unreadable skipped)" if calibration.skipped else ""))
     validation = _validation(source, calibration, val, val_size)
+    rounding = _round_weights(source, calibration, jobs, weight_rounding, notices, say)
     if max_accuracy_drop is not None:
         metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
         say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
             f"images from {validation.source}")
 
     manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
-                        calibration=_calibration_record(calibration, jobs),
+                        calibration=_calibration_record(calibration, jobs, rounding),
                         parity_images={"source": validation.source, "n_images": len(validation.images),
                                        "labelled": validation.targets is not None})
     failures = []
     for job in jobs:
-        record = _build_one(job, profile, source, calibration, validation, out_dir,
+        record = _build_one(job, profile, source, rounding, calibration, validation, out_dir,
                             check_agreement=source.meta.weights != "random", say=say,
                             budget=max_accuracy_drop, float_layers=tuple(float_layers),
                             max_float=max_float_layers)
@@ -147,12 +152,39 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     return manifest
 
 
-def _calibration_record(calibration: CalibrationSet, jobs: list[Job]) -> dict | None:
+def _round_weights(source: ModelSource, calibration: CalibrationSet, jobs: list[Job], rounding: str,
+                   notices: list[str], say: Progress) -> RoundingResult | None:
+    if rounding not in ROUNDINGS:
+        raise InputError(f"unknown weight rounding '{rounding}' (choose from {', '.join(ROUNDINGS)})")
+    if rounding == "nearest" or not any(j.precision == "int8" for j in jobs):
+        return None
+    if source.module is None:
+        notices.append("int8 weights of an ONNX model are rounded to nearest by each backend "
+                       "(optimal rounding needs the PyTorch model)")
+        say(f"notice: {notices[-1]}")
+        return None
+    say(f"int8 weights: optimal rounding on {len(calibration)} calibration images...")
+    result = round_weights(source.module, calibration.images)
+    say(f"int8 weights: {result.layers} layers, output error {result.nearest_error:.2e} (nearest) -> "
+        f"{result.optimised_error:.2e} in {result.seconds:.1f} s")
+    return result
+
+
+def _int8_source(source: ModelSource, rounding: RoundingResult | None,
+                 float_layers: tuple[str, ...] = ()) -> ModelSource:
+    if rounding is None:
+        return source
+    return ModelSource(meta=source.meta, module=rounding.keeping_float(float_layers))
+
+
+def _calibration_record(calibration: CalibrationSet, jobs: list[Job],
+                        rounding: RoundingResult | None = None) -> dict | None:
     """The calibration as the manifest records it, with the method each int8 build used."""
     backends = list(dict.fromkeys(j.build.backend for j in jobs if j.precision == "int8"))
     if not backends:
         return None
     record = calibration.to_dict()
+    record["weight_rounding"] = rounding.to_dict() if rounding else {"method": "nearest"}
     if calibration.method == BACKEND_DEFAULT:
         methods = {b: get_backend(b).default_calibration_method for b in backends}
         record["method"] = next(iter(methods.values())) if len(set(methods.values())) == 1 else methods
@@ -180,7 +212,8 @@ def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Pat
     return Validation(images, source.reference(images), None, str(val))
 
 
-def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibration: CalibrationSet,
+def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: RoundingResult | None,
+               calibration: CalibrationSet,
                validation: Validation, out_dir: Path, check_agreement: bool, say: Progress,
                budget: float | None = None, float_layers: tuple[str, ...] = (),
                max_float: int | None = None) -> ArtifactRecord:
@@ -197,13 +230,14 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibratio
     say(f"{job.label}: converting -> {path.name}")
     start = time.perf_counter()
     if int8 and budget is not None and backend.mixed_precision:
-        artifact = _within_budget(backend, source, calibration, validation, options, path, budget,
-                                  max_float, lambda m: say(f"{job.label}: {m}"))
+        artifact = _within_budget(backend, source, rounding, calibration, validation, options, path,
+                                  budget, max_float, lambda m: say(f"{job.label}: {m}"))
     else:
         if int8 and budget is not None:
             say(f"{job.label}: {backend.name} needs a fully integer model: no layer can stay float, "
                 "the accuracy budget is not applied")
-        artifact = backend.convert(source, job.precision, calibration if int8 else None, path, options)
+        built_from = _int8_source(source, rounding, options.float_layers) if int8 else source
+        artifact = backend.convert(built_from, job.precision, calibration if int8 else None, path, options)
     seconds = time.perf_counter() - start
     session = backend.load(artifact)
     images, reference = validation.images, validation.reference
@@ -229,9 +263,9 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, calibratio
         convert_seconds=round(seconds, 2), details=artifact.details)
 
 
-def _within_budget(backend: Backend, source: ModelSource, calibration: CalibrationSet,
-                   validation: Validation, options: ConvertOptions, path: Path, budget: float,
-                   max_float: int | None, say: Progress) -> Artifact:
+def _within_budget(backend: Backend, source: ModelSource, rounding: RoundingResult | None,
+                   calibration: CalibrationSet, validation: Validation, options: ConvertOptions,
+                   path: Path, budget: float, max_float: int | None, say: Progress) -> Artifact:
     """Build int8, and when it misses ``budget`` keep the layers the report ranks worst in float
     (mixed_precision.fit_budget). Tries are built in a scratch folder; the chosen one is moved to
     ``path``. The choice and its cost (size, quick latency) go into the artifact's details."""
@@ -241,8 +275,9 @@ def _within_budget(backend: Backend, source: ModelSource, calibration: Calibrati
     with tempfile.TemporaryDirectory(prefix=".edgekit-mixed-", dir=path.parent) as scratch:
         def build(layers: tuple[str, ...]):
             name = f"{len(layers)}-{path.name}"
-            artifact = backend.convert(source, "int8", calibration, Path(scratch) / name,
-                                       replace(options, float_layers=tuple(options.float_layers) + layers))
+            tried = replace(options, float_layers=tuple(options.float_layers) + layers)
+            artifact = backend.convert(_int8_source(source, rounding, tried.float_layers), "int8",
+                                       calibration, Path(scratch) / name, tried)
             logits = backend.load(artifact).run(validation.images)
             return artifact, evaluate(logits, validation.reference, validation.targets)
 
@@ -251,7 +286,8 @@ def _within_budget(backend: Backend, source: ModelSource, calibration: Calibrati
         ranking, details = [], []
         if first[1].drop_points > budget:
             say(f"per-layer report on {REPORT_IMAGES} calibration images...")
-            report = simulated_report(source, calibration, options, calibration.images[:REPORT_IMAGES])
+            report = simulated_report(_int8_source(source, rounding), calibration, options,
+                                      calibration.images[:REPORT_IMAGES])
             ranked = [e for e in report.ranked() if e.layer not in options.float_layers]
             ranking = [e.layer for e in ranked]
             details = [{"layer": e.layer, "alone_sqnr_db": e.alone_sqnr_db, "added_noise": e.added_noise,
