@@ -119,6 +119,9 @@ class Backend(ABC):
     accepts_onnx: ClassVar[bool] = False  # can convert a user's ONNX file (not only nn.Module)
     base: ClassVar[str | None] = None  # e.g. edgetpu builds on tflite's int8 artifact
     mixed_precision: ClassVar[bool] = True  # can keep some layers float in an int8 build
+    # Corrects the output bias its int8 quantization causes itself (NNCF's fast bias correction);
+    # the others get edgekit's (int8_weights.Int8Weights.bias_corrected).
+    corrects_bias: ClassVar[bool] = False
     # The calibration method int8 builds use unless one is asked for: the one that measured
     # best here (tools/calibration_table.py; see the README).
     default_calibration_method: ClassVar[str] = "minmax"

@@ -211,6 +211,7 @@ class OpenVINOSession(Session):
 
 @register_backend
 class OpenVINOBackend(Backend):
+    corrects_bias = True  # nncf.quantize(fast_bias_correction=True)
     default_calibration_method = "mean_minmax"
     name = "openvino"
     suffix = ".xml"

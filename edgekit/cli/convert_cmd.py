@@ -11,7 +11,7 @@ from ..backends.base import PRECISIONS
 from ..convert import DEFAULT_CALIB_SIZE, convert
 from ..manifest import Manifest
 from ..targets import DEFAULT_TARGET
-from ..weight_rounding import ROUNDINGS
+from ..int8_weights import ROUNDINGS
 from .options import resolution_option, width_option
 
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
@@ -49,12 +49,15 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 @click.option("--weight-rounding", type=click.Choice(ROUNDINGS), default="optimal", show_default=True,
               help="int8 weights: 'optimal' rounds each layer for least output error on the "
                    "calibration images (once, for every backend); 'nearest' is plain rounding.")
+@click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
+              help="Correct each int8 layer's bias for the output shift quantization causes "
+                   "(OpenVINO does its own).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: build/<target>].")
 @click.option("--no-check", is_flag=True, help="Record parity failures but exit 0.")
 def command(target, model, weights, width, resolution, calib, calib_size, calib_method, precision,
-            backend, val, max_accuracy_drop, max_float_layers, float_layers, weight_rounding, out,
-            no_check) -> None:
+            backend, val, max_accuracy_drop, max_float_layers, float_layers, weight_rounding,
+            bias_correction, out, no_check) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
     and write DIR/manifest.json."""
     console = make_console(stderr=True)
@@ -68,7 +71,8 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
                            precision=precision, backend=backend, out=out, val=val,
                            max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
                            float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
-                           weight_rounding=weight_rounding, check=not no_check, progress=progress)
+                           weight_rounding=weight_rounding,
+                           bias_correction=bias_correction, check=not no_check, progress=progress)
     print_summary(manifest)
 
 

@@ -1,4 +1,8 @@
-"""Output-aware rounding of int8 weights, done once in PyTorch and inherited by every backend.
+"""int8-ready weights, prepared once in PyTorch and inherited by every backend: optimal
+rounding, then bias correction.
+
+Rounding
+--------
 
 Every int8 backend edgekit drives quantizes a conv/linear weight per output channel, symmetric,
 on the grid ``scale = max|w| / 127`` (ONNX Runtime, NNCF, the PT2E quantizer behind LiteRT), and
@@ -12,12 +16,23 @@ the same scale) and every other weight is an integer multiple of that scale, so 
 round-to-nearest reproduces the chosen rounding exactly.
 
 BatchNorm is folded into the convolutions first, since the folded weights are what get quantized.
+
+Bias correction
+---------------
+Quantizing a layer's input shifts the mean of its output: h-swish's negative tail (-0.375..0)
+lands on two or three grid points of a 0..40 range, and a depthwise convolution with large folded
+gains turns that into a per-channel offset that no later layer undoes. For each layer, with its
+real float input on calibration images, the mean of (rounded weights x quantized input) minus the
+mean of (float weights x float input) is subtracted from its bias. The input grid is estimated
+the way the backend's calibration method sets it (asymmetric, 256 levels). Backends that correct
+their own bias (OpenVINO through NNCF) are given the rounded model without this step: NNCF would
+measure our correction as a float-model change and undo it.
 """
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,24 +46,34 @@ DAMPING = 0.01  # of the mean diagonal of H: keeps the inverse well-conditioned 
 
 
 ROUNDINGS = ("optimal", "nearest")
+PERCENTILE = 99.999  # what litert's and ORT's percentile calibrators default to here
+SAMPLES_PER_IMAGE = 4096  # values per layer input and image kept for percentile estimates
 
 
 @dataclass(frozen=True)
-class RoundingResult:
+class Int8Weights:
     model: nn.Module  # BatchNorm folded, weights on the int8 grid
     folded: nn.Module  # BatchNorm folded, original weights
+    images: np.ndarray  # the calibration images the rounding (and bias correction) used
+    rounding: str  # "optimal" or "nearest"
     layers: int
-    n_images: int
     # Mean over layers of the layer's output error power relative to its output power, for
     # round-to-nearest and for the chosen rounding, on the calibration inputs.
     nearest_error: float
     optimised_error: float
     seconds: float = 0.0
+    bias_correction: bool = True
+    _corrected: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
 
     def to_dict(self) -> dict:
-        return {"method": "optimal", "layers": self.layers, "n_images": self.n_images,
+        return {"method": self.rounding, "layers": self.layers, "n_images": self.n_images,
                 "nearest_output_error": round(self.nearest_error, 8),
-                "optimised_output_error": round(self.optimised_error, 8), "seconds": round(self.seconds, 1)}
+                "optimised_output_error": round(self.optimised_error, 8), "seconds": round(self.seconds, 1),
+                "bias_correction": self.bias_correction}
 
     def keeping_float(self, layers: tuple[str, ...]) -> nn.Module:
         """The rounded model with the original weights back in ``layers`` (module paths): layers
@@ -56,13 +81,35 @@ class RoundingResult:
         if not layers:
             return self.model
         model = copy.deepcopy(self.model)
-        original = dict(self.folded.named_modules())
+        original = _weighted(self.folded)
+        inside = _in_layers(layers)
         with torch.no_grad():
-            for name, module in model.named_modules():
-                if isinstance(module, (nn.Conv2d, nn.Linear)) and any(
-                        name == layer or name.startswith(layer + ".") for layer in layers):
+            for name, module in _weighted(model).items():
+                if inside(name):
                     module.weight.copy_(original[name].weight)
         return model
+
+    def bias_corrected(self, method: str, options: dict | None = None,
+                       float_layers: tuple[str, ...] = ()) -> nn.Module:
+        """The rounded model (original weights in ``float_layers``) with each quantized layer's
+        bias corrected for the output shift int8 causes, activation grids estimated as
+        calibration ``method`` sets them. Cached per (method, options, float layers)."""
+        key = (method, tuple(sorted((options or {}).items())), tuple(float_layers))
+        if key not in self._corrected:
+            model = copy.deepcopy(self.keeping_float(float_layers))
+            skip = _in_layers(float_layers)
+            ranges = activation_ranges(self.folded, self.images, method, options)
+            shifts = output_shifts(self.folded, model, self.images, ranges, skip)
+            with torch.no_grad():
+                for name, module in _weighted(model).items():
+                    if name in shifts:
+                        shift = shifts[name].to(module.weight.dtype)
+                        if module.bias is None:
+                            module.bias = nn.Parameter(-shift)
+                        else:
+                            module.bias -= shift
+            self._corrected[key] = model
+        return self._corrected[key]
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -184,9 +231,102 @@ def _error(delta: torch.Tensor, h: torch.Tensor) -> float:
     return float(torch.einsum("grd,gde,gre->", delta, h, delta))
 
 
-def round_weights(model: nn.Module, images: np.ndarray) -> RoundingResult:
-    """A BatchNorm-folded copy of ``model`` whose conv/linear weights are on the int8 grid,
-    rounded to minimise each layer's output error on ``images`` (preprocessed, NCHW)."""
+def _weighted(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def _in_layers(layers: tuple[str, ...]):
+    return lambda name: any(name == layer or name.startswith(layer + ".") for layer in layers)
+
+
+def _batches(images: np.ndarray, size: int = 16):
+    for i in range(0, len(images), size):
+        yield torch.from_numpy(np.ascontiguousarray(images[i:i + size], np.float32))
+
+
+def activation_ranges(model: nn.Module, images: np.ndarray, method: str,
+                      options: dict | None = None) -> dict[str, tuple[float, float]]:
+    """Each conv/linear input's (min, max) as a calibration method would set it: "minmax" the
+    extremes, "mean_minmax" the mean over images of each image's extremes, anything else (the
+    histogram methods) the [100 - p, p] percentiles with p = options["percentile"] or 99.999."""
+    per_image: dict[str, list[torch.Tensor]] = {}
+    samples: dict[str, list[torch.Tensor]] = {}
+
+    def hook(name):
+        def record(module, inputs):
+            x = inputs[0].detach().float().flatten(1)
+            per_image.setdefault(name, []).append(torch.stack([x.amin(1), x.amax(1)], 1))
+            if method not in ("minmax", "mean_minmax"):
+                step = max(1, x.shape[1] // SAMPLES_PER_IMAGE)
+                samples.setdefault(name, []).append(x[:, ::step].flatten())
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()]
+    try:
+        with torch.no_grad():
+            for batch in _batches(images):
+                model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    ranges = {}
+    p = float((options or {}).get("percentile", PERCENTILE)) / 100
+    for name, stats in per_image.items():
+        stats = torch.cat(stats)
+        if method == "minmax":
+            lo, hi = float(stats[:, 0].min()), float(stats[:, 1].max())
+        elif method == "mean_minmax":
+            lo, hi = float(stats[:, 0].mean()), float(stats[:, 1].mean())
+        else:
+            values = torch.cat(samples[name])
+            lo, hi = (float(v) for v in torch.quantile(values[:2**24], torch.tensor([1 - p, p])))
+        ranges[name] = (min(lo, 0.0), max(hi, 0.0))
+    return ranges
+
+
+def fake_quantize(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """x on the asymmetric 256-level grid spanning [lo, hi] (zero exactly representable)."""
+    if hi <= lo:
+        return x
+    scale = (hi - lo) / 255
+    zero = round(-lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def output_shifts(float_model: nn.Module, int8_model: nn.Module, images: np.ndarray,
+                  ranges: dict[str, tuple[float, float]], skip=lambda name: False) -> dict[str, torch.Tensor]:
+    """Per layer: mean over images and positions of (int8 layer on the quantized float input)
+    minus (float layer on the float input), per output channel."""
+    quantized = _weighted(int8_model)
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            lo, hi = ranges[name]
+            shifted = quantized[name](fake_quantize(inputs[0], lo, hi)) - output
+            dims = [d for d in range(shifted.dim()) if d != 1] if shifted.dim() > 2 else [0]
+            mean = shifted.double().mean(dims) * inputs[0].shape[0]
+            sums[name] = sums[name] + mean if name in sums else mean
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in _weighted(float_model).items()
+               if n in ranges and not skip(n)]
+    try:
+        with torch.no_grad():
+            for batch in _batches(images):
+                float_model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: total / len(images) for name, total in sums.items()}
+
+
+def round_weights(model: nn.Module, images: np.ndarray, rounding: str = "optimal") -> Int8Weights:
+    """A BatchNorm-folded copy of ``model`` whose conv/linear weights are on the int8 grid:
+    rounded to minimise each layer's output error on ``images`` (preprocessed, NCHW), or to
+    nearest (what the backends would do; bias correction can still start from it)."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     start = time.perf_counter()
     original = fold_batchnorm(model)
     folded = copy.deepcopy(original)
@@ -199,11 +339,11 @@ def round_weights(model: nn.Module, images: np.ndarray) -> RoundingResult:
                 continue
             w = _grouped_weight(layer)
             h = moments[name]
-            q = round_grouped(w, h)
+            q = round_grouped(w, h) if rounding == "optimal" else _nearest(w)
             signal = max(_error(w, h), 1e-30)
             nearest_total += _error(_nearest(w) - w, h) / signal
             optimised_total += _error(q - w, h) / signal
             layer.weight.copy_(q.reshape(layer.weight.shape).to(layer.weight.dtype))
     n = max(len(moments), 1)
-    return RoundingResult(folded, original, len(moments), len(images), nearest_total / n,
-                          optimised_total / n, time.perf_counter() - start)
+    return Int8Weights(folded, original, np.asarray(images, np.float32), rounding, len(moments),
+                       nearest_total / n, optimised_total / n, time.perf_counter() - start)
