@@ -65,6 +65,9 @@ class _Reader:
 
 @register_backend
 class OnnxRuntimeBackend(Backend):
+    # With optimal rounding and bias correction, on the 500 photos: MobileNetV3-Small 89.4%
+    # agreement (minmax 84.4%), MobileNetV2 98.4% (minmax 98.0%).
+    default_calibration_method = "percentile"
     name = "onnxruntime"
     suffix = ".onnx"
     precisions = ("fp32", "int8")
@@ -111,11 +114,11 @@ class OnnxRuntimeBackend(Backend):
                 .get_inputs()[0].name
             excluded = _nodes_in(prepared, options.float_layers)
             overrides: dict[str, list[dict]] = {}
-            if calibration.method == "entropy":
-                from .ort_calibration import entropy_ranges
+            if calibration.method in ("entropy", "percentile"):
+                from .ort_calibration import entropy_ranges, percentile_ranges
 
-                overrides = entropy_ranges(prepared, _Reader(calibration, input_name),
-                                           calibration.options, Path(tmp))
+                ranges = entropy_ranges if calibration.method == "entropy" else percentile_ranges
+                overrides = ranges(prepared, _Reader(calibration, input_name), calibration.options, Path(tmp))
             if excluded:
                 # An excluded node still reads its input through the 8-bit Q/DQ its producer's
                 # output gets; 16-bit there makes the layer's input float in all but name.

@@ -32,7 +32,7 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
               show_default=True, help="Images sampled (seeded) from --calib.")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=None,
               help="How int8 activation ranges are chosen [default: each backend's best measured: "
-                   "onnxruntime minmax, openvino mean_minmax, tflite and edgetpu percentile].")
+                   "openvino mean_minmax, the others percentile].")
 @click.option("--precision", "-p", type=click.Choice(PRECISIONS), default=None,
               help="Build only this precision [default: every precision the target lists].")
 @click.option("--backend", "-b", default=None, help="Build only this backend's artifacts.")
