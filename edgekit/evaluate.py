@@ -47,18 +47,19 @@ def candidates(paths: list[Path]) -> list[Candidate]:
         if path.is_dir() or path.name == MANIFEST_NAME:
             manifest = Manifest.read(path)
             meta = manifest.model_meta()
-            weights = manifest.model.get("weights")
-            if weights and Path(weights).suffix in (".pth", ".pt", ".safetensors") and Path(weights).is_file():
-                out.append(Candidate(Path(weights), "pytorch", "fp32", meta.preprocessing,
-                                     list(meta.labels or []) or None, meta.num_classes))
+            source = _checkpoint_of(manifest)
+            if source is not None:
+                out.append(Candidate(source, "pytorch", "fp32", meta.preprocessing,
+                                     list(meta.labels or []) or None, meta.num_classes, source))
             for a in manifest.artifacts:
                 out.append(Candidate(manifest.artifact_path(a), a.backend, a.precision,
-                                     meta.preprocessing, list(meta.labels or []) or None, meta.num_classes))
+                                     meta.preprocessing, list(meta.labels or []) or None, meta.num_classes,
+                                     source))
         elif path.suffix in (".pth", ".pt", ".safetensors"):
             model = load_checkpoint(path)
             m = model.meta
             out.append(Candidate(path, "pytorch", "fp32", m.preprocessing, list(m.labels or []) or None,
-                                 m.num_classes))
+                                 m.num_classes, path))
         else:
             if not path.exists():
                 raise InputError(f"not found: {path}")
@@ -66,11 +67,30 @@ def candidates(paths: list[Path]) -> list[Candidate]:
             manifest, record = record_for(path, "evaluation")
             meta = manifest.model_meta()
             out.append(Candidate(path, record.backend, record.precision, meta.preprocessing,
-                                 list(meta.labels or []) or None, meta.num_classes))
+                                 list(meta.labels or []) or None, meta.num_classes, _checkpoint_of(manifest)))
     if not out:
         raise InputError("nothing to evaluate")
     unique = {c.path.resolve(): c for c in reversed(out)}  # a checkpoint named twice runs once
     return [c for c in out if unique[c.path.resolve()] is c]
+
+
+def _checkpoint_of(manifest: Manifest) -> Path | None:
+    weights = manifest.model.get("weights")
+    if weights and Path(weights).suffix in (".pth", ".pt", ".safetensors") and Path(weights).is_file():
+        return Path(weights)
+    return None
+
+
+def _reference(c: Candidate, cands: list[Candidate]) -> Candidate | None:
+    """What ``c`` is compared with: the checkpoint it was converted from when that is being
+    evaluated, else the first PyTorch model, else the first fp32 artifact."""
+    if c.float_source is not None:
+        own = next((r for r in cands if r.backend == "pytorch" and r.float_source is not None
+                    and r.float_source.resolve() == c.float_source.resolve()), None)
+        if own is not None and own is not c:
+            return own
+    return next((r for r in cands if r.backend == "pytorch"),
+                next((r for r in cands if r.precision == "fp32"), None))
 
 
 def _predict(c: Candidate, images: np.ndarray) -> np.ndarray:
@@ -96,16 +116,14 @@ def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None
         images, targets, skipped = cache[c.preprocessing]
         say(f"{c.path.name}: {c.backend} {c.precision}")
         logits.append((c, _predict(c, images), targets, skipped))
-    # The float reference: the PyTorch model when given, else the first fp32 artifact.
-    reference = next((c for c, *_ in logits if c.backend == "pytorch"),
-                     next((c for c, *_ in logits if c.precision == "fp32"), None))
-    float_top1 = next((lg.argmax(1) for c, lg, _, _ in logits if c is reference), None)
+    top1_of = {id(c): lg.argmax(1) for c, lg, _, _ in logits}
     results = []
     for c, lg, targets, skipped in logits:
         top5 = np.argsort(-lg, axis=1)[:, :5]
         agree = None
-        if float_top1 is not None and c is not reference and len(float_top1) == len(lg):
-            agree = float(np.mean(lg.argmax(1) == float_top1))
+        reference = _reference(c, cands)
+        if reference is not None and reference is not c and len(top1_of[id(reference)]) == len(lg):
+            agree = float(np.mean(lg.argmax(1) == top1_of[id(reference)]))
         results.append(EvalResult(str(c.path), c.backend, c.precision,
                                   float(np.mean(top5[:, 0] == targets)),
                                   float(np.mean([t in row for t, row in zip(targets, top5)])),

@@ -81,3 +81,24 @@ def test_background_offset():
     assert background_offset(["background", "tench"], 1001) == 1
     assert background_offset(None, 1001) == 1
     assert background_offset(None, 1000) == 0
+
+
+def test_each_artifact_is_compared_with_its_own_checkpoint(tmp_path):
+    """Two builds of different models in one call: an artifact's agreement is with the checkpoint
+    it was converted from, not with the first model named."""
+    from edgekit.evaluate import Candidate, _reference
+    from edgekit.preprocessing import Preprocessing
+
+    pre = Preprocessing.torchvision(224)
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    for p in (a, b):
+        p.write_bytes(b"")
+    ca = Candidate(a, "pytorch", "fp32", pre, None, 10, a)
+    cb = Candidate(b, "pytorch", "fp32", pre, None, 10, b)
+    art_a = Candidate(tmp_path / "a.onnx", "onnxruntime", "int8", pre, None, 10, a)
+    art_b = Candidate(tmp_path / "b.onnx", "onnxruntime", "int8", pre, None, 10, b)
+    loose = Candidate(tmp_path / "c.onnx", "onnxruntime", "fp32", pre, None, 10, None)
+    cands = [ca, art_a, cb, art_b, loose]
+    assert _reference(art_a, cands) is ca
+    assert _reference(art_b, cands) is cb
+    assert _reference(loose, cands) is ca  # no known source: the first PyTorch model

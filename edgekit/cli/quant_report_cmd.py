@@ -11,6 +11,7 @@ from ..backends.base import ConvertOptions
 from ..calibration import load_calibration
 from ..errors import InputError
 from ..manifest import Manifest
+from ..source import ModelSource
 from ..quant_report import QuantReport, onnx_report, simulated_report
 from ..targets import DEFAULT_TARGET, load_target
 from .console import console as make_console
@@ -31,7 +32,7 @@ DEFAULT_IMAGES = 32
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration images (without BUILD) [default: the bundled photos].")
 @click.option("--calib-size", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="minmax", show_default=True)
+@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="percentile", show_default=True)
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Images the layers are compared on [default: the calibration images].")
 @click.option("-n", "n_images", type=click.IntRange(min=1), default=DEFAULT_IMAGES, show_default=True,
@@ -65,6 +66,13 @@ def command(build, model, weights, width, resolution, target, calib, calib_size,
             load_calibration(images, source.meta.preprocessing, n_images).images
         err.print(f"quantizing for ONNX Runtime with {len(calibration)} images ({calib_method}), "
                   f"comparing on {min(n_images, len(probe))}...", highlight=False)
+        if source.module is not None:  # the int8 weights convert builds (int8_weights.py)
+            from ..convert import ROUNDING_IMAGES
+            from ..int8_weights import round_weights
+
+            prepared = round_weights(source.module, calibration.images[:ROUNDING_IMAGES])
+            module = prepared.bias_corrected(calibration.method, calibration.options)
+            source = ModelSource(meta=source.meta, module=module)
         report = simulated_report(source, calibration, _ort_options(target, calib_method),
                                   probe[:n_images])
     make_console().print(report_table(report, top))
