@@ -36,7 +36,7 @@ def test_convert_writes_verified_manifest(tmp_path, ort_target):
     data = json.loads((out / "manifest.json").read_text())
     assert data["target"] == "ort" and data["model"]["name"] == "mobilenet_v3_small"
     assert data["model"]["preprocessing"]["size"] == 128
-    assert data["calibration"]["n_images"] == 8 and data["calibration"]["method"] == "minmax"
+    assert data["calibration"]["n_images"] == 8 and data["calibration"]["method"] == "percentile"
     assert [(a["backend"], a["precision"]) for a in data["artifacts"]] == [
         ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     for a in data["artifacts"]:
