@@ -213,7 +213,7 @@ def test_a_missed_budget_fails_the_check(tmp_path, monkeypatch):
     from edgekit.errors import ParityError
     from edgekit.mixed_precision import MixedPrecision, Trial
 
-    def unmet(backend, source, calibration, validation, options, path, budget, max_float, say):
+    def unmet(backend, source, int8_weights, calibration, validation, options, path, budget, max_float, say):
         artifact = backend.convert(source, "int8", calibration, path, options)
         record = MixedPrecision(budget, "top-1 disagreement", [], met=False,
                                 trials=[Trial([], 6.0, 0.94, 1), Trial(["features.0"], 4.0, 0.96, 1)])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,11 +126,15 @@ class OnnxRuntimeBackend(Backend):
                 for tensor in _inputs_of(prepared, excluded):
                     overrides[tensor] = [{**overrides.get(tensor, [{}])[0], "quant_type": QuantType.QUInt16}]
                 extra = {**extra, "UseQDQContribOps": True}
+            reader = _Reader(calibration, input_name)
             if overrides:
                 extra = {**extra, "TensorQuantOverrides": overrides}
+            if calibration.method in ("entropy", "percentile"):
+                # Every tensor's range is an override: quantize_static's own MinMax pass is moot.
+                reader = _Reader(replace(calibration, images=calibration.images[:1]), input_name)
             with atomic_path(out) as tmp_out:
                 quantize_static(
-                    str(prepared), str(tmp_out), _Reader(calibration, input_name),
+                    str(prepared), str(tmp_out), reader,
                     quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
                     activation_type=qtypes[options.activation_type],
                     weight_type=qtypes[options.weight_type], calibrate_method=method,
