@@ -166,9 +166,8 @@ def _grouped_weight(layer: nn.Module) -> torch.Tensor:
     return w.reshape(g, w.shape[0] // g, -1).double()
 
 
-def input_moments(model: nn.Module, images: np.ndarray, batch: int = 10) -> dict[str, torch.Tensor]:
+def input_moments(model: nn.Module, images: np.ndarray) -> dict[str, torch.Tensor]:
     """Per conv/linear layer: H = sum of x x^T over every input patch it reads, (groups, d, d)."""
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     moments: dict[str, torch.Tensor] = {}
 
     def hook(name):
@@ -178,11 +177,11 @@ def input_moments(model: nn.Module, images: np.ndarray, batch: int = 10) -> dict
             moments[name] = moments[name] + h if name in moments else h
         return record
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()]
     try:
         with torch.no_grad():
-            for i in range(0, len(images), batch):
-                model(torch.from_numpy(np.ascontiguousarray(images[i:i + batch], np.float32)))
+            for batch in _batches(images, 10):  # 10: a V2 depthwise layer's patches are ~150 MB
+                model(batch)
     finally:
         for h in handles:
             h.remove()
@@ -331,10 +330,9 @@ def round_weights(model: nn.Module, images: np.ndarray, rounding: str = "optimal
     original = fold_batchnorm(model)
     folded = copy.deepcopy(original)
     moments = input_moments(folded, images)
-    layers = {n: m for n, m in folded.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     nearest_total = optimised_total = 0.0
     with torch.no_grad():
-        for name, layer in layers.items():
+        for name, layer in _weighted(folded).items():
             if name not in moments:
                 continue
             w = _grouped_weight(layer)
