@@ -177,14 +177,8 @@ def input_moments(model: nn.Module, images: np.ndarray) -> dict[str, torch.Tenso
             moments[name] = moments[name] + h if name in moments else h
         return record
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()]
-    try:
-        with torch.no_grad():
-            for batch in _batches(images, 10):  # 10: a V2 depthwise layer's patches are ~150 MB
-                model(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    # batches of 10: a V2 depthwise layer's patches are ~150 MB
+    _run_hooked(model, images, [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()], 10)
     return moments
 
 
@@ -243,6 +237,17 @@ def _batches(images: np.ndarray, size: int = 16):
         yield torch.from_numpy(np.ascontiguousarray(images[i:i + size], np.float32))
 
 
+def _run_hooked(model: nn.Module, images: np.ndarray, handles: list, batch: int = 16) -> None:
+    """Run ``images`` through ``model`` with hooks ``handles`` registered, then remove them."""
+    try:
+        with torch.no_grad():
+            for x in _batches(images, batch):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def activation_ranges(model: nn.Module, images: np.ndarray, method: str,
                       options: dict | None = None) -> dict[str, tuple[float, float]]:
     """Each conv/linear input's (min, max) as a calibration method would set it: "minmax" the
@@ -260,14 +265,7 @@ def activation_ranges(model: nn.Module, images: np.ndarray, method: str,
                 samples.setdefault(name, []).append(x[:, ::step].flatten())
         return record
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()]
-    try:
-        with torch.no_grad():
-            for batch in _batches(images):
-                model(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, images, [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()])
     ranges = {}
     p = float((options or {}).get("percentile", PERCENTILE)) / 100
     for name, stats in per_image.items():
@@ -308,15 +306,8 @@ def output_shifts(float_model: nn.Module, int8_model: nn.Module, images: np.ndar
             sums[name] = sums[name] + mean if name in sums else mean
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in _weighted(float_model).items()
-               if n in ranges and not skip(n)]
-    try:
-        with torch.no_grad():
-            for batch in _batches(images):
-                float_model(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(float_model, images, [m.register_forward_hook(hook(n)) for n, m in _weighted(float_model).items()
+                                      if n in ranges and not skip(n)])
     return {name: total / len(images) for name, total in sums.items()}
 
 
