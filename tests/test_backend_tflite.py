@@ -252,6 +252,25 @@ def test_mobilenet_v3_small_int8_has_no_hard_swish(backend, tmp_path):
 
 
 @pytest.mark.slow
+def test_tf_same_padding_folds_into_same_convolutions(backend, tmp_path):
+    """TF-SAME weights (imported from TensorFlow) give the graph Google's files have: every pad,
+    the 5x5 stride-2 ones too, becomes a SAME convolution — no PAD, no TRANSPOSE."""
+    from edgekit.models import create
+    from edgekit.models.loading import randomize_statistics
+
+    model = create("mobilenet_v3_small", resolution=128, padding="tf_same")
+    randomize_statistics(model)
+    source = ModelSource.from_module(model.eval())
+    calibration = load_calibration(None, source.meta.preprocessing)
+    art = backend.convert(source, "int8", calibration, tmp_path / "v3s.tflite", NHWC_INT8)
+    ops = art.details["ops"]
+    assert "PAD" not in ops and not set(NOT_WANTED) & set(ops), ops
+    assert art.details["xnnpack_partitions"] == 1 and art.details["fully_integer"]
+    p = compare(source.reference(calibration.images), backend.load(art).run(calibration.images))
+    assert p.sqnr_db > 8
+
+
+@pytest.mark.slow
 def test_imported_tf_weights_int8_keeps_accuracy(backend, tmp_path):
     """Real (TF-SAME padded) weights: the int8 artifact agrees with its float model. This caught
     ReLU6 outputs quantized with the conv's pre-activation range (logits at -7 dB SQNR)."""

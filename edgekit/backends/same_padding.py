@@ -1,13 +1,19 @@
-"""Rewrite convolutions so every one is a TFLite 'SAME' or 'VALID' convolution — no PAD ops.
+"""TensorFlow 'SAME' convolutions (imported TF weights) in forms the converters keep whole.
 
-TFLite convolutions know only SAME (extra pixel after) and VALID padding. A PyTorch stride-2
-conv with symmetric padding on an even input (effective pads 1 before, 0 after) or an explicit
-TF-SAME pad is exported as PAD + VALID conv; in int8 that PAD stays a separate op (and can split
-the graph into TRANSPOSE-wrapped pieces). The same 3x3 convolution is exactly a SAME 4x4 convolution
-whose extra row/column is zero, placed so the window lines up: +78% MACs in those few layers
-(MobileNetV2: +3%), and the int8 graph stays free of PAD/TRANSPOSE. Measured (int8, XNNPACK, p50 at
-1/2 threads, imported TF MobileNetV2): PAD+TRANSPOSE 5.8/5.3 ms, 4x4 rewrite 4.7/2.8 ms, Google's
-own file 3.9/2.5 ms. 5x5 kernels are left as PAD + 5x5: a 6x6 depthwise was 3x slower.
+A TF-SAME stride-2 convolution on an even input pads 0 before and 1 after: PyTorch has no such
+convolution, so ``TFSameConv2d`` pads explicitly and then runs a VALID convolution.
+
+TFLite (``channels_last_padded``): litert-torch turns an NCHW pad into PAD wrapped in TRANSPOSEs,
+but folds a pad applied to the channels-last tensor into the convolution, which becomes a plain
+SAME convolution — the graph Google's own files have. Measured (imported MobileNetV2, int8,
+XNNPACK, 2 threads, p50 interleaved in one process): channels-last pad 2.91 ms, the 4x4 rewrite
+below 3.43 ms, Google's tf2_mobilenet_v2_1.0_224_ptq.tflite 3.11 ms; MobileNetV3-Small (its
+5x5 stride-2 layers kept PAD + TRANSPOSE before) 1.59 vs 2.07 ms.
+
+ONNX (``same_padded``): the exporter writes the pad amounts as a computed subgraph that ONNX
+Runtime does not fold (imported MobileNetV2 at 1 thread 13.2 ms), so each 3x3 stride-2
+convolution becomes the exactly equal SAME 4x4 convolution whose extra row/column is zero, with
+symmetric padding (7.9 ms). 5x5 kernels are left as pad + 5x5: a 6x6 depthwise was 3x slower.
 TF-SAME convolutions whose pads are symmetric (stride 1) become plain convolutions.
 """
 from __future__ import annotations
@@ -16,9 +22,36 @@ import copy
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models.blocks import TFSameConv2d
+
+
+class ChannelsLastPadConv2d(TFSameConv2d):
+    """A TF-SAME convolution that pads its input channels-last (see the module docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = self.pads(x)
+        if left or right or top or bottom:
+            x = F.pad(x.permute(0, 2, 3, 1), (0, 0, left, right, top, bottom)).permute(0, 3, 1, 2)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def channels_last_padded(module: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``module`` whose TF-SAME convolutions pad channels-last; (copy, layers changed)."""
+    result = copy.deepcopy(module)
+    changed = 0
+    for name, conv in list(result.named_modules()):
+        if type(conv) is not TFSameConv2d:
+            continue
+        new = ChannelsLastPadConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                    dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
+        new.load_state_dict(conv.state_dict())
+        parent_name, _, child = name.rpartition(".")
+        setattr(result.get_submodule(parent_name) if parent_name else result, child, new)
+        changed += 1
+    return result.eval(), changed
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -80,8 +113,7 @@ def same_padded(module: nn.Module, example: torch.Tensor) -> tuple[nn.Module, in
     result = copy.deepcopy(module)
     changed = 0
     for name, conv in list(result.named_modules()):
-        # PyTorch's own symmetric padding exports as a PAD that XNNPACK fuses into the
-        # convolution (as fast as Google's files); only TF-SAME convolutions need rewriting.
+        # PyTorch's own symmetric padding exports as conv padding; only TF-SAME needs rewriting.
         if not isinstance(conv, TFSameConv2d) or name not in sizes:
             continue
         new = _rebuilt(conv, sizes[name])

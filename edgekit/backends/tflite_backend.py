@@ -636,10 +636,10 @@ class TFLiteBackend(Backend):
         import litert_torch
         import torch
 
-        from .same_padding import same_padded
+        from .same_padding import channels_last_padded
 
         n, c, h, w = source.input_shape
-        module, rewritten = same_padded(source.module.eval(), torch.zeros(n, c, h, w))
+        module, rewritten = channels_last_padded(source.module.eval())
         model = _nhwc_wrapper(module) if options.layout == "NHWC" else module
         shape = (n, h, w, c) if options.layout == "NHWC" else (n, c, h, w)
         example = (torch.zeros(shape),)

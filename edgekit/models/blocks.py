@@ -68,11 +68,16 @@ class TFSameConv2d(nn.Conv2d):
         total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
         return total // 2, total - total // 2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pads(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) for input ``x`` (NCHW)."""
         top, bottom = self._pad(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = self._pad(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
+        return left, right, top, bottom
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = self.pads(x)
+        if any(pads):
+            x = F.pad(x, pads)
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
