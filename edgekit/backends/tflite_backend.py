@@ -463,14 +463,16 @@ def _innermost_module(node) -> str:
 
 
 def _quantizer(config, float_layers: tuple[str, ...] = ()):
-    """litert-torch's PT2EQuantizer, plus: a constant PAD shares its input's quantization (a
-    same-scale op), so explicit pads (TF-'SAME' models) stay integer instead of leaving a float
-    PAD between a DEQUANTIZE and a QUANTIZE; the ``float_layers`` stay float (``_keep_float``)."""
+    """litert-torch's PT2EQuantizer, plus: a constant pad and the permutes around it (TF-'SAME'
+    convolutions pad channels-last, same_padding.py) share their input's quantization, so the
+    convolution reads the very grid its producer wrote and the converter folds the pad into a SAME
+    convolution; the ``float_layers`` stay float (``_keep_float``)."""
     import torch
     from litert_torch.quantize import pt2e_quantizer as pq
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
-    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+    same_scale = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default,
+                  torch.ops.aten.permute.default)
 
     class Quantizer(pq.PT2EQuantizer):
         def transform_for_annotation(self, model):
@@ -480,8 +482,8 @@ def _quantizer(config, float_layers: tuple[str, ...] = ()):
         def annotate(self, model):
             _annotate_conv_relu6(model, self.global_config)
             model = super().annotate(model)
-            for node in model.graph.nodes:
-                if node.op != "call_function" or node.target not in pads:
+            for node in model.graph.nodes:  # in data-flow order: a permute -> pad -> permute chain shares
+                if node.op != "call_function" or node.target not in same_scale:
                     continue
                 if node.target is torch.ops.aten.pad.default and len(node.args) > 2 \
                         and node.args[2] != "constant":
