@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models.blocks import TFSameConv2d
+from .source import channels_last
 
 QMAX = 127
 DAMPING = 0.01  # of the mean diagonal of H: keeps the inverse well-conditioned on few images
@@ -234,7 +235,7 @@ def _in_layers(layers: tuple[str, ...]):
 
 def _batches(images: np.ndarray, size: int = 16):
     for i in range(0, len(images), size):
-        yield torch.from_numpy(np.ascontiguousarray(images[i:i + size], np.float32))
+        yield channels_last(images[i:i + size])
 
 
 def _run_hooked(model: nn.Module, images: np.ndarray, handles: list, batch: int = 16) -> None:

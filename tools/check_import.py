@@ -1,7 +1,9 @@
 """Compare MobileNets imported into PyTorch with the TFLite files they came from.
 
 For each model in ../shared/data/models: top-1 of the imported PyTorch model and of the .tflite
-(run in LiteRT) on the ImageNet sample photos, and how often their top-1 predictions agree.
+(run in LiteRT) on the ImageNet sample photos, and how often their top-1 predictions agree — by
+argmax, and counting a tie at the top of the quantized file's output (its argmax is then just the
+lowest class index) as agreement with any of the tied classes.
 
     python tools/check_import.py [--limit N] [--only SUBSTRING]
 """
@@ -100,8 +102,14 @@ def run_tflite(path: Path, images: list[np.ndarray], preprocessing: Preprocessin
 def compare(case: Case, images: list[np.ndarray], classes: np.ndarray) -> dict:
     model = case.load()
     torch_top = run_torch(model, images).argmax(1)
-    tflite_top = run_tflite(MODELS / case.tflite, images, model.meta.preprocessing).argmax(1)
-    row = {"agreement": float(np.mean(torch_top == tflite_top) * 100)}
+    tflite_out = run_tflite(MODELS / case.tflite, images, model.meta.preprocessing)
+    tflite_top = tflite_out.argmax(1)
+    # A quantized file's outputs sit on a grid (uint8 softmax: 1/256) and its top classes can
+    # tie; argmax then names the lowest index. "ties" counts agreement with any tied top class.
+    tied_top = tflite_out[np.arange(len(torch_top)), torch_top] == tflite_out.max(1)
+    row = {"agreement": float(np.mean(torch_top == tflite_top) * 100),
+           "agreement_ties": float(np.mean(tied_top) * 100),
+           "tflite_ties": float(np.mean((tflite_out == tflite_out.max(1, keepdims=True)).sum(1) > 1) * 100)}
     if model.meta.num_classes == 1001:  # background at 0: ImageNet class k is output k + 1
         row["torch_top1"] = float(np.mean(torch_top == classes + 1) * 100)
         row["tflite_top1"] = float(np.mean(tflite_top == classes + 1) * 100)
@@ -120,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     images = [load_image(p) for p, _ in sample]
     classes = np.array([c for _, c in sample])
     print(f"{len(images)} photos from {DATA / 'imagenet-sample'}")
-    print(f"{'model':36s} {'torch top-1':>11s} {'tflite top-1':>12s} {'agreement':>9s} {'time':>6s}")
+    print(f"{'model':36s} {'torch top-1':>11s} {'tflite top-1':>12s} {'agreement':>9s} "
+          f"{'tflite top tied':>15s} {'agree (ties)':>12s} {'time':>6s}")
     for case in CASES:
         if args.only not in case.name:
             continue
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         row = compare(case, images, classes)
         fmt = lambda key: f"{row[key]:.1f}%" if key in row else "n/a"  # noqa: E731
         print(f"{case.name:36s} {fmt('torch_top1'):>11s} {fmt('tflite_top1'):>12s} "
-              f"{fmt('agreement'):>9s} {time.time() - start:5.0f}s", flush=True)
+              f"{fmt('agreement'):>9s} {fmt('tflite_ties'):>15s} {fmt('agreement_ties'):>12s} "
+              f"{time.time() - start:5.0f}s", flush=True)
     return 0
 
 
