@@ -59,6 +59,23 @@ def test_folder_threads_speedup_and_chart(build):
     assert (build / "bench.png").stat().st_size > 1000
 
 
+def test_several_paths_interleaved_rounds(build, tmp_path):
+    """Your build beside a reference model in one table; each row is the median of 3 rounds."""
+    results = bench([build, build / "model_int8.onnx"], threads=[1], iterations=5, warmup=1, rounds=3)
+    assert [(r.precision, r.artifact.endswith("model_int8.onnx")) for r in results] == \
+        [("fp32", False), ("int8", True), ("int8", True)]
+    for r in results:
+        rounds = r.extra["p50_rounds"]
+        assert len(rounds) == 3 and r.latency_ms["p50"] == sorted(rounds)[1]
+    out = cli("bench", str(build / "model_fp32.onnx"), str(build / "model_int8.onnx"), "-n", "5",
+              "--rounds", "2", "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    assert "median of 2 interleaved rounds" in out.stdout
+    assert [d["precision"] for d in json.loads((tmp_path / "r.json").read_text())] == ["fp32", "int8"]
+    out = cli("bench", str(build), str(build), "--emulate", "aarch64")
+    assert out.returncode == 2 and "take one PATH" in out.stderr
+
+
 def test_duration_mode_and_per_op(build):
     [r] = bench(build / "model_fp32.onnx", threads=[1], duration=0.3, per_op=True)
     assert r.n >= 10

@@ -125,15 +125,37 @@ def _result(data: dict, path: Path, backend: str, precision: str, parity: dict |
         extra={"host": data.get("host"), "rss_runtime_imported_mb": data.get("rss_runtime_imported_mb")})
 
 
-def bench(path: str | Path, threads: list[int | None] | None = None, warmup: int = 10,
-          iterations: int | None = None, duration: float | None = None, per_op: bool = False,
-          ov_precision: str | None = None, progress=None) -> list[BenchResult]:
-    """Benchmark one artifact or a whole convert folder at each thread count."""
+def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None = None,
+          warmup: int = 10, iterations: int | None = None, duration: float | None = None,
+          per_op: bool = False, ov_precision: str | None = None, rounds: int = 1,
+          progress=None) -> list[BenchResult]:
+    """Benchmark artifacts and/or whole convert folders at each thread count.
+
+    With ``rounds`` > 1 every (artifact, threads) runs once per round, round after round, so that a
+    noisy machine's slow spells hit every artifact alike; each reported result is the run with the
+    median p50 of its rounds, and ``extra["p50_rounds"]`` lists them all."""
     say = progress or (lambda _m: None)
-    results = []
-    for artifact, backend, precision, parity in artifacts_in(Path(path)):
-        for t in threads or [None]:
-            settings = BenchSettings(t, warmup, iterations, duration, per_op, ov_precision)
-            say(f"{artifact.name} ({backend} {precision}), threads {t or 'default'}")
-            results.append(bench_artifact(artifact, backend, precision, settings, parity))
-    return results
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise InputError("nothing to benchmark: give an artifact or a convert folder")
+    items = [item for path in paths for item in artifacts_in(Path(path))]
+    runs: list[list[BenchResult]] = [[] for _ in items for _ in threads or [None]]
+    for r in range(rounds):
+        slot = 0
+        for artifact, backend, precision, parity in items:
+            for t in threads or [None]:
+                settings = BenchSettings(t, warmup, iterations, duration, per_op, ov_precision)
+                say(f"{artifact.name} ({backend} {precision}), threads {t or 'default'}"
+                    + (f", round {r + 1}/{rounds}" if rounds > 1 else ""))
+                runs[slot].append(bench_artifact(artifact, backend, precision, settings, parity))
+                slot += 1
+    return [_median_run(rs) for rs in runs]
+
+
+def _median_run(results: list[BenchResult]) -> BenchResult:
+    if len(results) == 1:
+        return results[0]
+    ordered = sorted(results, key=lambda r: r.latency_ms["p50"])
+    chosen = ordered[(len(ordered) - 1) // 2]
+    chosen.extra["p50_rounds"] = [r.latency_ms["p50"] for r in results]
+    return chosen

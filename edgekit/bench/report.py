@@ -107,6 +107,8 @@ def to_json(results: list[BenchResult]) -> str:
         obj.update(device=r.device, emulated=r.emulated, parity=r.parity)
         if r.per_op is not None:
             obj["per_op"] = r.per_op
+        if r.extra.get("p50_rounds"):
+            obj["p50_rounds"] = r.extra["p50_rounds"]
         objs.append(obj)
     return json.dumps(objs[0] if len(objs) == 1 else objs, indent=2)
 

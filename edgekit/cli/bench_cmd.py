@@ -25,7 +25,7 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
 
 
 @click.command("bench")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--threads", callback=_threads, default=None,
               help="Thread count or list, e.g. 1,2,4 [default: the runtime's default].")
 @click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True)
@@ -33,6 +33,9 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
               help="Measured runs [default: 100 unless --duration].")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=None,
               help="Measure for this many seconds instead of a fixed count.")
+@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run every artifact this many times, round after round, and report each one's "
+                   "median-p50 run: side-by-side figures on a noisy machine.")
 @click.option("--per-op", is_flag=True, help="Time per op type and the slowest ops.")
 @click.option("--ov-precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
               help="OpenVINO inference precision [default: the device's, recorded].")
@@ -56,9 +59,10 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
                    "their outputs with this machine's on real images (no timings). The first use "
                    "builds an aarch64 root in ~/.cache/edgekit (needs root, qemu-user-static, "
                    "debootstrap).")
-def command(path, threads, warmup, iterations, duration, per_op, ov_precision, json_path,
+def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_precision, json_path,
             csv_path, chart, devices, inventory, key, trust_new_host, emulate) -> None:
-    """Benchmark an artifact (.tflite, .onnx, .xml) or every artifact of a convert folder.
+    """Benchmark artifacts (.tflite, .onnx, .xml) and/or every artifact of convert folders;
+    several PATHs share one table (e.g. your build beside a reference model).
 
     Each run happens in a fresh process: load/compile time, first inference, warm latency
     (min/mean/p50/p90/p99/max/std over the measured runs), throughput and peak memory.
@@ -70,6 +74,9 @@ def command(path, threads, warmup, iterations, duration, per_op, ov_precision, j
         raise click.UsageError("give --iterations or --duration, not both")
     if not devices and (inventory or key or trust_new_host):
         raise click.UsageError("--devices, --key and --trust-new-host need --device")
+    if (devices or emulate) and (len(paths) > 1 or rounds > 1):
+        raise click.UsageError("--device and --emulate take one PATH and no --rounds")
+    path = paths[0]
     err = make_console(stderr=True)
     say = lambda m: err.print(f"bench: {m}", highlight=False)  # noqa: E731
     if emulate:
@@ -87,10 +94,14 @@ def command(path, threads, warmup, iterations, duration, per_op, ov_precision, j
                                iterations, duration, per_op, ov_precision, trust_new_host, say)
         results, failures = outcome.results, outcome.failures
     else:
-        results = bench(path, threads, warmup, iterations, duration, per_op, ov_precision, progress=say)
+        results = bench(paths, threads, warmup, iterations, duration, per_op, ov_precision,
+                        rounds=rounds, progress=say)
     out = make_console()
     if results:
-        out.print(table(results, title=f"edgekit bench {path}"))
+        title = f"edgekit bench {' '.join(str(p) for p in paths)}"
+        if rounds > 1:
+            title += f" (median of {rounds} interleaved rounds)"
+        out.print(table(results, title=title))
     for item in per_op_tables(results) if per_op else []:
         out.print(item)
     write_outputs(results, json_path, csv_path)
@@ -98,7 +109,7 @@ def command(path, threads, warmup, iterations, duration, per_op, ov_precision, j
         click.echo(f"error: {failure.message}", err=True)
     if failures:  # after the report: the devices that worked still get their rows
         sys.exit(max(f.exit_code for f in failures))
-    if chart and not devices and Path(path).is_dir():
+    if chart and not devices and len(paths) == 1 and Path(path).is_dir():
         png = chart_path = Path(path) / "bench.png"
         if chart_fn(results, chart_path):
             err.print(f"chart: {png}", highlight=False)
