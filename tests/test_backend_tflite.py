@@ -287,3 +287,31 @@ def test_imported_tf_weights_int8_keeps_accuracy(backend, tmp_path):
     assert art.details["ops"] == V2_TF_INT8_OPS and art.details["xnnpack_partitions"] == 1
     p = compare(source.reference(photos.images[30:]), backend.load(art).run(photos.images[30:]))
     assert p.top1_agreement >= 0.9 and p.sqnr_db > 12, p
+
+
+def test_calibration_observes_each_shared_group_once():
+    """The permute -> pad -> permute of a TF-SAME convolution shares its producer's observer:
+    calibration skips those repeat calls (each a histogram of a whole activation) and puts them
+    back for convert_pt2e. The input's own observer (after the NHWC permute) is kept."""
+    import torch
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    from edgekit.backends.same_padding import channels_last_padded
+    from edgekit.backends.tflite_backend import (_nhwc_wrapper, _observing_producers_only,
+                                                 _quantization_config, _quantizer, _same_scale_ops)
+    from edgekit.models import create
+
+    model, _ = channels_last_padded(create("mobilenet_v2", resolution=64, width=0.35, padding="tf_same").eval())
+    example = (torch.zeros(1, 64, 64, 3),)
+    exported = torch.export.export(_nhwc_wrapper(model), example, strict=True).module()
+    calibration = CalibrationSet(np.zeros((1, 3, 64, 64), np.float32), [], "zeros", method="percentile")
+    prepared = quantize_pt2e.prepare_pt2e(exported, _quantizer(_quantization_config(calibration)))
+    before = [(n.name, n.target) for n in prepared.graph.nodes]
+    with _observing_producers_only(prepared):
+        skipped = [n for n in prepared.graph.nodes if n.target == "_edgekit_skip_observer"]
+        assert len(skipped) >= 3 * 4  # three calls around each of the stride-2 pads
+        assert all(n.args[0].target in _same_scale_ops() for n in skipped)
+        first = next(n for n in prepared.graph.nodes if n.op == "call_module")
+        assert first.target != "_edgekit_skip_observer"  # the first conv's input observer runs
+        prepared(example[0])
+    assert [(n.name, n.target) for n in prepared.graph.nodes] == before
