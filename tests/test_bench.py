@@ -67,6 +67,8 @@ def test_several_paths_interleaved_rounds(build, tmp_path):
     for r in results:
         rounds = r.extra["p50_rounds"]
         assert len(rounds) == 3 and r.latency_ms["p50"] == sorted(rounds)[1]
+    ups = speedups(results)
+    assert ups[1] is not None and ups[2] is None  # the lone file has no fp32 of its own beside it
     out = cli("bench", str(build / "model_fp32.onnx"), str(build / "model_int8.onnx"), "-n", "5",
               "--rounds", "2", "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr

@@ -46,6 +46,7 @@ class BenchResult:
     size_bytes: int
     n: int
     device: str = "local"
+    group: str = ""  # the PATH it came from, when several were benchmarked together
     emulated: bool = False
     parity: dict | None = None  # from the manifest, when benchmarking a convert folder
     per_op: list | None = None
@@ -138,16 +139,20 @@ def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise InputError("nothing to benchmark: give an artifact or a convert folder")
-    items = [item for path in paths for item in artifacts_in(Path(path))]
+    # each PATH is a group: speedups over fp32 and "fastest" compare artifacts of one build
+    items = [(str(path), *item) for path in paths for item in artifacts_in(Path(path))]
     runs: list[list[BenchResult]] = [[] for _ in items for _ in threads or [None]]
     for r in range(rounds):
         slot = 0
-        for artifact, backend, precision, parity in items:
+        for group, artifact, backend, precision, parity in items:
             for t in threads or [None]:
                 settings = BenchSettings(t, warmup, iterations, duration, per_op, ov_precision)
                 say(f"{artifact.name} ({backend} {precision}), threads {t or 'default'}"
                     + (f", round {r + 1}/{rounds}" if rounds > 1 else ""))
-                runs[slot].append(bench_artifact(artifact, backend, precision, settings, parity))
+                result = bench_artifact(artifact, backend, precision, settings, parity)
+                if len(paths) > 1:
+                    result.group = group
+                runs[slot].append(result)
                 slot += 1
     return [_median_run(rs) for rs in runs]
 

@@ -17,17 +17,21 @@ JSON_KEYS = ("artifact", "backend", "precision", "threads", "runtime", "load_ms"
 
 def speedups(results: list[BenchResult]) -> dict[int, float | None]:
     """p50 of the same backend's fp32 artifact (same device and threads) / this p50."""
-    base = {(r.device, r.backend, r.threads): r.latency_ms["p50"] for r in results if r.precision == "fp32"}
-    return {i: (base[(r.device, r.backend, r.threads)] / r.latency_ms["p50"]
-                if (r.device, r.backend, r.threads) in base else None)
+    base = {(r.device, r.group, r.backend, r.threads): r.latency_ms["p50"]
+            for r in results if r.precision == "fp32"}
+    return {i: (base[(r.device, r.group, r.backend, r.threads)] / r.latency_ms["p50"]
+                if (r.device, r.group, r.backend, r.threads) in base else None)
             for i, r in enumerate(results)}
 
 
 def fastest(results: list[BenchResult]) -> dict[tuple, int]:
-    """Index of the fastest artifact per (device, threads)."""
+    """Index of the fastest artifact per (device, threads) within each group (PATH) of several."""
     best: dict[tuple, int] = {}
+    sizes = {g: sum(r.group == g for r in results) for g in {r.group for r in results}}
     for i, r in enumerate(results):
-        key = (r.device, r.threads)
+        if r.group and sizes[r.group] <= len({x.threads for x in results if x.group == r.group}):
+            continue  # a lone artifact: nothing in its group to be faster than
+        key = (r.device, r.group, r.threads)
         if key not in best or r.latency_ms["p50"] < results[best[key]].latency_ms["p50"]:
             best[key] = i
     return best
@@ -50,7 +54,7 @@ def table(results: list[BenchResult], title: str = "edgekit bench") -> Table:
         rt = r.runtime
         accel = _accel(rt)
         row = ([r.device] if multi_device else []) + [
-            Path(r.artifact).name + (" *" if i in best else ""), r.backend, r.precision,
+            _label(r) + (" *" if i in best else ""), r.backend, r.precision,
             str(r.threads or "def"), f"{r.size_bytes / 1e6:.2f}", f"{r.load_ms:.0f}",
             f"{r.first_inference_ms:.2f}", f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
             f"{r.throughput_fps:.0f}", f"{r.peak_rss_mb:.0f}", f"{up:.2f}x" if up else "-",
@@ -61,6 +65,12 @@ def table(results: list[BenchResult], title: str = "edgekit bench") -> Table:
     if any(r.emulated for r in results):
         t.caption += "; EMULATED timings are meaningless"
     return t
+
+
+def _label(r: BenchResult) -> str:
+    """The file name, prefixed by its folder's name when it came from a folder among several PATHs."""
+    name = Path(r.artifact).name
+    return f"{Path(r.group).name}/{name}" if r.group and Path(r.group).is_dir() else name
 
 
 def _accel(runtime: dict) -> str:
