@@ -49,10 +49,14 @@ def channels_last_padded(module: nn.Module) -> tuple[nn.Module, int]:
         new = ChannelsLastPadConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                                     dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
         new.load_state_dict(conv.state_dict())
-        parent_name, _, child = name.rpartition(".")
-        setattr(result.get_submodule(parent_name) if parent_name else result, child, new)
+        _replace(result, name, new)
         changed += 1
     return result.eval(), changed
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -120,8 +124,6 @@ def same_padded(module: nn.Module, example: torch.Tensor) -> tuple[nn.Module, in
         new = _rebuilt(conv, sizes[name])
         if new is None:
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = result.get_submodule(parent_name) if parent_name else result
-        setattr(parent, child, new)
+        _replace(result, name, new)
         changed += 1
     return result.eval(), changed
