@@ -315,3 +315,81 @@ def test_calibration_observes_each_shared_group_once():
         assert first.target != "_edgekit_skip_observer"  # the first conv's input observer runs
         prepared(example[0])
     assert [(n.name, n.target) for n in prepared.graph.nodes] == before
+
+
+def _observed_ranges(model, example, images, batch_size, method):
+    """Every activation observer's (scale, zero point) after calibrating ``images``
+    ``batch_size`` at a time."""
+    import torch
+    from torchao.quantization.pt2e import ObserverBase, quantize_pt2e
+
+    from edgekit.backends.tflite_backend import _quantization_config, _quantizer
+
+    config = _quantization_config(CalibrationSet(images, [], "test", method=method))
+    if batch_size == 1:
+        exported = torch.export.export(model, example, strict=True).module()
+    else:
+        from edgekit.backends.tflite_backend import _export_for_calibration
+
+        exported, batch_size = _export_for_calibration(model, example)
+    prepared = quantize_pt2e.prepare_pt2e(exported, _quantizer(config))
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            prepared(x[start:start + batch_size])
+    return {name: tuple(float(v) for v in m.calculate_qparams()) for name, m in prepared.named_modules()
+            if isinstance(m, ObserverBase) and m.min_val.numel() == 1}
+
+
+@pytest.mark.parametrize("method", ["minmax", "mean_minmax", "percentile"])
+def test_batched_calibration_observes_what_image_by_image_does(small, calibration, method):
+    """The int8 build calibrates 32 images per call (dynamic-batch export); each observer ends
+    with the quantization the image-by-image loop gives (mean_minmax: still a mean over images;
+    percentile: exact tails of all values either way)."""
+    import torch
+
+    model = small.module.eval()
+    example = (torch.zeros(1, *small.input_shape[1:]),)
+    images = np.asarray(calibration.images[:40], np.float32)  # 32 + 8: a partial last batch
+    one = _observed_ranges(model, example, images, 1, method)
+    batched = _observed_ranges(model, example, images, 32, method)
+    assert one.keys() == batched.keys() and len(one) > 50
+    for name, (lo, hi) in one.items():
+        assert batched[name] == pytest.approx((lo, hi), rel=1e-4, abs=1e-6), name
+
+
+def test_batch_specialised_model_calibrates_image_by_image(backend, calibration, tmp_path):
+    """A model that hard-codes batch 1 (view(1, -1)) cannot be exported with a dynamic batch:
+    it is calibrated one image at a time and still converts to a working int8 model."""
+    import torch
+
+    from edgekit.backends.tflite_backend import _export_for_calibration
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).relu().mean((2, 3)).view(1, -1))
+
+    model = Fixed().eval()
+    _, batch = _export_for_calibration(model, (torch.zeros(1, 3, 32, 32),))
+    assert batch == 1
+    images = np.asarray(calibration.images[:8], np.float32)[:, :, :32, :32]
+    converted = backend._int8(model, (torch.zeros(1, 3, 32, 32),),
+                              CalibrationSet(images, [], "test", method="minmax"),
+                              _quantization_config_for("minmax", images), "NCHW")
+    path = tmp_path / "fixed.tflite"
+    path.write_bytes(_set_io_dtype(converted, "float32"))
+    with torch.no_grad():
+        expected = np.concatenate([model(torch.from_numpy(i[None])).numpy() for i in images])
+    got = backend.load(path).run(images)
+    assert got.shape == (8, 4) and compare(expected, got).sqnr_db > 15
+
+
+def _quantization_config_for(method, images):
+    from edgekit.backends.tflite_backend import _quantization_config
+
+    return _quantization_config(CalibrationSet(images, [], "test", method=method))

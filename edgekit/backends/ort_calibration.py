@@ -49,22 +49,19 @@ def entropy_ranges(model: Path, reader, options: dict, scratch: Path) -> dict[st
             for name, data in ranges.data.items()}
 
 
-BIG_TENSOR = 1 << 16  # values per image above which the histogram reads every SUBSAMPLE-th value
-SUBSAMPLE = 4
-
-
 def percentile_ranges(model: Path, reader, options: dict, scratch: Path) -> dict[str, list[dict]]:
-    """ONNX Runtime's asymmetric percentile ranges, streamed: (100 - p) / 2 percent cut from each
-    end of a ``num_bins`` histogram over each tensor's [min, max] (the tensors ONNX Runtime's
-    own calibrator picks), in two passes over the images instead of holding all their
-    activations in memory. Tensors above 64k values per image are histogrammed on every 4th
-    value (>= 16 sampled values beyond each 99.999% cut over 200 images)."""
+    """ONNX Runtime's asymmetric percentile ranges: (100 - p) / 2 percent cut from each end of
+    every value of each tensor ONNX Runtime's own calibrator picks, over all images. Computed
+    exactly in one streamed pass (percentiles.py) instead of ONNX Runtime's histogram over every
+    activation of every image held in memory (63 s for MobileNetV2 on 200 images here); its
+    histogram puts each cut within one of ``num_bins`` bins of this."""
     import numpy as np
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
+    from ..percentiles import TailPercentiles
+
     percentile = float(options.get("percentile", 99.999))
-    bins = int(options.get("num_bins", 2048))
     if not 50.0 < percentile <= 100.0:
         raise InputError(f"percentile must be in (50, 100], got {percentile}")
     calibrator = create_calibrator(str(model), None, augmented_model_path=str(scratch / "percentile.onnx"),
@@ -75,32 +72,13 @@ def percentile_ranges(model: Path, reader, options: dict, scratch: Path) -> dict
     feeds = []
     while (batch := reader.get_next()) is not None:
         feeds.append(batch)
-    low = {i: np.inf for i in wanted}
-    high = {i: -np.inf for i in wanted}
-    for feed in feeds:
-        outputs = session.run(None, feed)
-        for i in wanted:
-            low[i] = min(low[i], float(outputs[i].min()))
-            high[i] = max(high[i], float(outputs[i].max()))
-    counts = {i: np.zeros(bins, np.int64) for i in wanted}
-    for feed in feeds:
-        outputs = session.run(None, feed)
-        for i in wanted:
-            if high[i] > low[i]:
-                values = outputs[i].ravel()
-                if values.size > BIG_TENSOR:
-                    values = values[::SUBSAMPLE]
-                idx = ((values - low[i]) * (bins / (high[i] - low[i]))).astype(np.int32)
-                np.clip(idx, 0, bins - 1, out=idx)
-                counts[i] += np.bincount(idx, minlength=bins)
     cut = (100.0 - percentile) / 200.0
-    ranges = {}
-    for i in wanted:
-        lo, hi = low[i], high[i]
-        if hi > lo:
-            cdf = np.cumsum(counts[i]) / counts[i].sum()
-            edges = np.linspace(lo, hi, bins + 1)
-            lo = max(lo, float(edges[np.searchsorted(cdf, cut)]))
-            hi = min(hi, float(edges[np.searchsorted(cdf, 1.0 - cut)]))
-        ranges[names[i]] = [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
-    return ranges
+    tails: dict[int, TailPercentiles] = {}
+    for feed in feeds:
+        outputs = session.run(None, feed)
+        for i in wanted:
+            if i not in tails:
+                tails[i] = TailPercentiles(cut, outputs[i].size * len(feeds))
+            tails[i].update(outputs[i])
+    return {names[i]: [dict(zip(("rmin", "rmax"), map(np.float32, tail.range())))]
+            for i, tail in tails.items()}
