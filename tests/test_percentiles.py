@@ -50,7 +50,7 @@ def source():  # what conftest's calibration fixture builds on
 
 def test_onnxruntime_ranges_are_the_exact_tails_of_every_calibrated_tensor(tmp_path, source, calibration):
     """Wiring: one range per tensor ONNX Runtime's calibrator picks (its augmented model's
-    outputs), each the (100 - p) / 2 percent cut of that tensor's values over all images."""
+    outputs), each the [100 - p, p] percentiles of that tensor's values over all images."""
     pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod
@@ -71,7 +71,7 @@ def test_onnxruntime_ranges_are_the_exact_tails_of_every_calibrated_tensor(tmp_p
     for tensor, [r] in ranges.items():
         i = names.index(tensor)
         ordered = np.sort(np.concatenate([o[i].ravel() for o in outputs]))
-        k = max(1, math.ceil(0.0005 * ordered.size))
+        k = max(1, math.ceil(0.001 * ordered.size))
         assert (r["rmin"], r["rmax"]) == (ordered[k - 1], ordered[-k]), tensor
 
 

@@ -50,11 +50,14 @@ def entropy_ranges(model: Path, reader, options: dict, scratch: Path) -> dict[st
 
 
 def percentile_ranges(model: Path, reader, options: dict, scratch: Path) -> dict[str, list[dict]]:
-    """ONNX Runtime's asymmetric percentile ranges: (100 - p) / 2 percent cut from each end of
-    every value of each tensor ONNX Runtime's own calibrator picks, over all images. Computed
-    exactly in one streamed pass (percentiles.py) instead of ONNX Runtime's histogram over every
-    activation of every image held in memory (63 s for MobileNetV2 on 200 images here); its
-    histogram puts each cut within one of ``num_bins`` bins of this."""
+    """Percentile ranges of every tensor ONNX Runtime's own calibrator picks: the [100 - p, p]
+    percentiles of its values over all images (as the TFLite backend and the bias correction
+    define them), computed exactly in one streamed pass (percentiles.py).
+
+    Not ONNX Runtime's Percentile calibrator: it keeps every activation of every image in memory
+    (63 s for MobileNetV2 on 200 images here) and its asymmetric mode cuts a histogram of |x|.
+    Cutting (100 - p) / 2 percent per side instead measured worse on imported MobileNetV3-Small
+    (500 photos: 88.2% agreement, 12.3 dB vs 90.0%, 13.5 dB; V2 99.0% vs 99.2%)."""
     import numpy as np
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
@@ -72,7 +75,7 @@ def percentile_ranges(model: Path, reader, options: dict, scratch: Path) -> dict
     feeds = []
     while (batch := reader.get_next()) is not None:
         feeds.append(batch)
-    cut = (100.0 - percentile) / 200.0
+    cut = (100.0 - percentile) / 100.0
     tails: dict[int, TailPercentiles] = {}
     for feed in feeds:
         outputs = session.run(None, feed)
