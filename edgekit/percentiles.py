@@ -36,9 +36,10 @@ class TailPercentiles:
         # (k kept values already reach them).
         floor, ceiling, strict_floor, strict_ceiling = self._high_floor, self._low_ceiling, True, True
         step = values.size // (64 * self.k)
-        if step > 1:
+        if step > 1 and (floor == -np.inf or ceiling == np.inf):
             # The k-th largest of a subset is at most the k-th largest of all values: a bound
             # that keeps ~1/64 of a large first batch instead of all of it (ties at it kept).
+            # Later batches are cut at the running bounds, the k-th values so far.
             sample = values[::step]
             top = float(np.partition(sample, sample.size - self.k)[sample.size - self.k])
             bottom = float(np.partition(sample, self.k - 1)[self.k - 1])
