@@ -64,6 +64,8 @@ class Int8Weights:
     optimised_error: float
     seconds: float = 0.0
     bias_correction: bool = True
+    # the float model's layer inputs on ``images``, recorded in the rounding's pass
+    input_stats: InputStats | None = field(default=None, compare=False, repr=False)
     _corrected: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -99,7 +101,8 @@ class Int8Weights:
         if key not in self._corrected:
             model = copy.deepcopy(self.keeping_float(float_layers))
             skip = _in_layers(float_layers)
-            ranges = activation_ranges(self.folded, self.images, method, options)
+            stats = self.input_stats or observe_inputs(self.folded, self.images)[1]
+            ranges = stats.ranges(method, options)
             shifts = output_shifts(self.folded, model, self.images, ranges, skip)
             with torch.no_grad():
                 for name, module in _weighted(model).items():
@@ -169,18 +172,61 @@ def _grouped_weight(layer: nn.Module) -> torch.Tensor:
 
 def input_moments(model: nn.Module, images: np.ndarray) -> dict[str, torch.Tensor]:
     """Per conv/linear layer: H = sum of x x^T over every input patch it reads, (groups, d, d)."""
-    moments: dict[str, torch.Tensor] = {}
+    return observe_inputs(model, images, moments=True)[0]
+
+
+@dataclass
+class InputStats:
+    """Per conv/linear layer input and image: its (min, max), and a strided sample of its
+    values (SAMPLES_PER_IMAGE) for percentile estimates."""
+
+    extremes: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    samples: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def record(self, name: str, x: torch.Tensor) -> None:
+        x = x.detach().float().flatten(1)
+        self.extremes.setdefault(name, []).append(torch.stack([x.amin(1), x.amax(1)], 1))
+        step = max(1, x.shape[1] // SAMPLES_PER_IMAGE)
+        self.samples.setdefault(name, []).append(x[:, ::step].flatten())
+
+    def ranges(self, method: str, options: dict | None = None) -> dict[str, tuple[float, float]]:
+        """Each input's (min, max) as a calibration method would set it: "minmax" the extremes,
+        "mean_minmax" the mean over images of each image's extremes, anything else (the
+        histogram methods) the [100 - p, p] percentiles, p = options["percentile"] or 99.999."""
+        ranges = {}
+        p = float((options or {}).get("percentile", PERCENTILE)) / 100
+        for name, stats in self.extremes.items():
+            stats = torch.cat(stats)
+            if method == "minmax":
+                lo, hi = float(stats[:, 0].min()), float(stats[:, 1].max())
+            elif method == "mean_minmax":
+                lo, hi = float(stats[:, 0].mean()), float(stats[:, 1].mean())
+            else:
+                values = torch.cat(self.samples[name])
+                lo, hi = (float(v) for v in torch.quantile(values[:2**24], torch.tensor([1 - p, p])))
+            ranges[name] = (min(lo, 0.0), max(hi, 0.0))
+        return ranges
+
+
+def observe_inputs(model: nn.Module, images: np.ndarray,
+                   moments: bool = False) -> tuple[dict[str, torch.Tensor], InputStats]:
+    """One hooked pass over ``images``: every conv/linear input's statistics and, with
+    ``moments``, its patches' second moments H (what the rounding needs)."""
+    hs: dict[str, torch.Tensor] = {}
+    stats = InputStats()
 
     def hook(name):
         def record(module, inputs):
-            cols = _inputs(module, inputs[0].detach().float())
-            h = torch.bmm(cols, cols.transpose(1, 2)).double()
-            moments[name] = moments[name] + h if name in moments else h
+            stats.record(name, inputs[0])
+            if moments:
+                cols = _inputs(module, inputs[0].detach().float())
+                h = torch.bmm(cols, cols.transpose(1, 2)).double()
+                hs[name] = hs[name] + h if name in hs else h
         return record
 
     # batches of 10: a V2 depthwise layer's patches are ~150 MB
     _run_hooked(model, images, [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()], 10)
-    return moments
+    return hs, stats
 
 
 def round_grouped(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -251,35 +297,9 @@ def _run_hooked(model: nn.Module, images: np.ndarray, handles: list, batch: int 
 
 def activation_ranges(model: nn.Module, images: np.ndarray, method: str,
                       options: dict | None = None) -> dict[str, tuple[float, float]]:
-    """Each conv/linear input's (min, max) as a calibration method would set it: "minmax" the
-    extremes, "mean_minmax" the mean over images of each image's extremes, anything else (the
-    histogram methods) the [100 - p, p] percentiles with p = options["percentile"] or 99.999."""
-    per_image: dict[str, list[torch.Tensor]] = {}
-    samples: dict[str, list[torch.Tensor]] = {}
-
-    def hook(name):
-        def record(module, inputs):
-            x = inputs[0].detach().float().flatten(1)
-            per_image.setdefault(name, []).append(torch.stack([x.amin(1), x.amax(1)], 1))
-            if method not in ("minmax", "mean_minmax"):
-                step = max(1, x.shape[1] // SAMPLES_PER_IMAGE)
-                samples.setdefault(name, []).append(x[:, ::step].flatten())
-        return record
-
-    _run_hooked(model, images, [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()])
-    ranges = {}
-    p = float((options or {}).get("percentile", PERCENTILE)) / 100
-    for name, stats in per_image.items():
-        stats = torch.cat(stats)
-        if method == "minmax":
-            lo, hi = float(stats[:, 0].min()), float(stats[:, 1].max())
-        elif method == "mean_minmax":
-            lo, hi = float(stats[:, 0].mean()), float(stats[:, 1].mean())
-        else:
-            values = torch.cat(samples[name])
-            lo, hi = (float(v) for v in torch.quantile(values[:2**24], torch.tensor([1 - p, p])))
-        ranges[name] = (min(lo, 0.0), max(hi, 0.0))
-    return ranges
+    """Each conv/linear input's (min, max) as calibration ``method`` would set it on ``images``
+    (InputStats.ranges)."""
+    return observe_inputs(model, images)[1].ranges(method, options)
 
 
 def fake_quantize(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -321,7 +341,7 @@ def round_weights(model: nn.Module, images: np.ndarray, rounding: str = "optimal
     start = time.perf_counter()
     original = fold_batchnorm(model)
     folded = copy.deepcopy(original)
-    moments = input_moments(folded, images)
+    moments, stats = observe_inputs(folded, images, moments=True)  # folded: still the float weights
     nearest_total = optimised_total = 0.0
     with torch.no_grad():
         for name, layer in _weighted(folded).items():
@@ -336,4 +356,5 @@ def round_weights(model: nn.Module, images: np.ndarray, rounding: str = "optimal
             layer.weight.copy_(q.reshape(layer.weight.shape).to(layer.weight.dtype))
     n = max(len(moments), 1)
     return Int8Weights(folded, original, np.asarray(images, np.float32), rounding, len(moments),
-                       nearest_total / n, optimised_total / n, time.perf_counter() - start)
+                       nearest_total / n, optimised_total / n, time.perf_counter() - start,
+                       input_stats=stats)

@@ -196,6 +196,25 @@ def test_bias_correction_removes_the_mean_shift_of_each_layer():
             assert torch.equal(module.bias, originals[name].bias)
 
 
+@pytest.mark.parametrize("method", ["minmax", "mean_minmax", "percentile"])
+def test_rounding_pass_records_the_inputs_bias_correction_reads(method):
+    """The rounding's hooked pass also records each layer's input statistics, so bias
+    correction needs no pass of its own: same ranges, same corrected biases as a fresh pass."""
+    import dataclasses
+
+    from edgekit.int8_weights import activation_ranges
+
+    model = create("mobilenet_v3_small", width=0.5, num_classes=10).eval()
+    randomize_statistics(model)
+    images = np.random.default_rng(3).standard_normal((12, 3, 64, 64)).astype(np.float32)
+    prepared = round_weights(model, images)
+    assert prepared.input_stats.ranges(method) == activation_ranges(prepared.folded, images, method)
+    fresh = dataclasses.replace(prepared, input_stats=None, _corrected={})
+    recorded, recomputed = prepared.bias_corrected(method), fresh.bias_corrected(method)
+    for (name, a), b in zip(recorded.named_parameters(), recomputed.parameters()):
+        assert torch.equal(a, b), name
+
+
 @pytest.mark.slow
 def test_bias_correction_recovers_mobilenet_v3_small(tmp_path):
     """Imported MobileNetV3-Small through ONNX Runtime on real photos: bias correction lifts the
