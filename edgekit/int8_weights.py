@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models.blocks import TFSameConv2d
+from .models.fold import fold_batchnorm
 from .source import channels_last
 
 QMAX = 127
@@ -114,28 +115,6 @@ class Int8Weights:
                             module.bias -= shift
             self._corrected[key] = model
         return self._corrected[key]
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every Conv2d -> BatchNorm2d pair (inside a Sequential) merged."""
-    model = copy.deepcopy(model).eval()
-    for parent in model.modules():
-        if not isinstance(parent, nn.Sequential):
-            continue
-        children = list(parent.named_children())
-        for (_, conv), (bn_name, bn) in zip(children, children[1:]):
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                _fold(conv, bn)
-                setattr(parent, bn_name, nn.Identity())
-    return model
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    with torch.no_grad():
-        gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        conv.weight.mul_(gain.view(-1, 1, 1, 1))
-        conv.bias = nn.Parameter((bias - bn.running_mean) * gain + bn.bias)
 
 
 def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -735,10 +735,13 @@ class TFLiteBackend(Backend):
         import litert_torch
         import torch
 
+        from ..models.fold import fold_batchnorm
         from .same_padding import channels_last_padded
 
         n, c, h, w = source.input_shape
-        module, rewritten = channels_last_padded(source.module.eval())
+        # BatchNorm folded first: the converter would fold it too, but traces half the nodes
+        # without it (MobileNetV2 fp32: 11.0 -> 6.2 s)
+        module, rewritten = channels_last_padded(fold_batchnorm(source.module))
         model = _nhwc_wrapper(module) if options.layout == "NHWC" else module
         shape = (n, h, w, c) if options.layout == "NHWC" else (n, c, h, w)
         example = (torch.zeros(shape),)
