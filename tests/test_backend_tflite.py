@@ -393,3 +393,46 @@ def _quantization_config_for(method, images):
     from edgekit.backends.tflite_backend import _quantization_config
 
     return _quantization_config(CalibrationSet(images, [], "test", method=method))
+
+
+def _observed_ops(exported) -> list[tuple[str, tuple[bool, ...], bool]]:
+    """Each op of a PT2E-prepared graph, in order: whether each tensor input comes through an
+    observer, and whether its output goes to one."""
+    import torch
+    from torchao.quantization.pt2e import ObserverBase, quantize_pt2e
+
+    from edgekit.backends.tflite_backend import _quantization_config, _quantizer
+
+    images = np.zeros((1, 3, 8, 8), np.float32)
+    config = _quantization_config(CalibrationSet(images, [], "zeros", method="minmax"))
+    prepared = quantize_pt2e.prepare_pt2e(exported, _quantizer(config))
+
+    def observer(node):
+        return getattr(node, "op", None) == "call_module" and \
+            isinstance(prepared.get_submodule(node.target), ObserverBase)
+
+    return [(str(n.target), tuple(observer(a) for a in n.args if isinstance(a, torch.fx.Node)),
+             any(observer(u) for u in n.users)) for n in prepared.graph.nodes if n.op == "call_function"]
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_calibration_export_is_quantized_as_a_strict_export(arch):
+    """The int8 build exports non-strict (~2.5x faster) and marks the tensor adds itself: every
+    op's inputs and output are observed exactly as after a strict (dynamo) export — residual
+    ADDs included, which without the marks read one input unquantized (and stay float)."""
+    import torch
+
+    from edgekit.backends.same_padding import channels_last_padded
+    from edgekit.backends.tflite_backend import _export_for_calibration, _nhwc_wrapper
+    from edgekit.models import create
+
+    model, _ = channels_last_padded(create(arch, resolution=64, width=0.35, padding="tf_same").eval())
+    model = _nhwc_wrapper(model)
+    example = (torch.zeros(1, 64, 64, 3),)
+    ours = _observed_ops(_export_for_calibration(model, example)[0])
+    assert ours == _observed_ops(torch.export.export(model, example, strict=True).module())
+    adds = [inputs for target, inputs, _ in ours if target == "aten.add.Tensor"]
+    assert adds and all(all(inputs) for inputs in adds)
+    if arch == "mobilenet_v2":  # (V3's unmarked hard-swish adds do not even prepare)
+        unmarked = _observed_ops(torch.export.export(model, example, strict=False).module())
+        assert not all(all(inputs) for target, inputs, _ in unmarked if target == "aten.add.Tensor")
