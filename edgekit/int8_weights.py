@@ -41,7 +41,7 @@ from torch import nn
 
 from .models.blocks import TFSameConv2d
 from .models.fold import fold_batchnorm
-from .source import channels_last
+from .source import FORWARD_BATCH, channels_last
 
 QMAX = 127
 DAMPING = 0.01  # of the mean diagonal of H: keeps the inverse well-conditioned on few images
@@ -203,8 +203,9 @@ def observe_inputs(model: nn.Module, images: np.ndarray,
                 hs[name] = hs[name] + h if name in hs else h
         return record
 
-    # batches of 10: a V2 depthwise layer's patches are ~150 MB
-    _run_hooked(model, images, [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()], 10)
+    # FORWARD_BATCH images per call also bounds memory: a V2 depthwise layer's patches of 10
+    # images are ~150 MB
+    _run_hooked(model, images, [m.register_forward_pre_hook(hook(n)) for n, m in _weighted(model).items()])
     return hs, stats
 
 
@@ -258,12 +259,12 @@ def _in_layers(layers: tuple[str, ...]):
     return lambda name: any(name == layer or name.startswith(layer + ".") for layer in layers)
 
 
-def _batches(images: np.ndarray, size: int = 16):
+def _batches(images: np.ndarray, size: int = FORWARD_BATCH):
     for i in range(0, len(images), size):
         yield channels_last(images[i:i + size])
 
 
-def _run_hooked(model: nn.Module, images: np.ndarray, handles: list, batch: int = 16) -> None:
+def _run_hooked(model: nn.Module, images: np.ndarray, handles: list, batch: int = FORWARD_BATCH) -> None:
     """Run ``images`` through ``model`` with hooks ``handles`` registered, then remove them."""
     try:
         with torch.no_grad():

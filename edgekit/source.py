@@ -68,17 +68,26 @@ class ModelSource:
         return cls(meta=meta, onnx_path=path)
 
     def reference(self, images: np.ndarray) -> np.ndarray:
-        """The source model's own float32 logits for (N, 3, H, W) preprocessed images."""
+        """The source model's own float32 logits for (N, 3, H, W) preprocessed images (run with
+        its BatchNorm folded: the same function, MobileNetV2 ~1.3x faster)."""
         images = np.asarray(images, dtype=np.float32)
         if self.module is not None:
+            from .models.fold import fold_batchnorm
+
+            model = fold_batchnorm(self.module)
             with torch.no_grad():
-                return np.concatenate([self.module(channels_last(images[i:i + 32])).numpy()
-                                       for i in range(0, len(images), 32)])
+                return np.concatenate([model(channels_last(images[i:i + FORWARD_BATCH])).numpy()
+                                       for i in range(0, len(images), FORWARD_BATCH)])
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return np.concatenate([session.run(None, {name: x[None]})[0] for x in images])
+
+
+# Images per PyTorch forward call on the CPU: MobileNetV2's float forward over 200 images took
+# 2.4-2.7 s at 4-8 per call, 4.0 s at 16, 4.3 s at 32 (activations stop fitting in cache)
+FORWARD_BATCH = 8
 
 
 def channels_last(images: np.ndarray) -> torch.Tensor:
