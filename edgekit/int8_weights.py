@@ -163,10 +163,7 @@ class InputStats:
     samples: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     def record(self, name: str, x: torch.Tensor) -> None:
-        x = x.detach().float()
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            x = x.permute(0, 2, 3, 1)  # each image's values in memory order: flattened without a copy
-        x = x.reshape(x.shape[0], -1)
+        x = x.detach().float().flatten(1)
         self.extremes.setdefault(name, []).append(torch.stack([x.amin(1), x.amax(1)], 1))
         step = max(1, x.shape[1] // SAMPLES_PER_IMAGE)
         self.samples.setdefault(name, []).append(x[:, ::step].flatten())
