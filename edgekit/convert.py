@@ -5,7 +5,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from torch import nn
 
 from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend
 from .calibration import CalibrationSet, load_calibration
+from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
 from .errors import InputError, ParityError
 from .manifest import ArtifactRecord, Manifest, sha256_of
@@ -38,13 +41,18 @@ Progress = Callable[[str], None]
 
 @dataclass
 class Validation:
-    """The images every artifact is checked on, the float model's logits for them, and their
-    labels when the images are labelled (a TSV or class folders), else None."""
+    """The images every artifact is checked on, their labels when the images are labelled (a TSV
+    or class folders), else None, and the float model's logits for them (computed when first
+    needed: the worker process converts meanwhile)."""
 
     images: np.ndarray
-    reference: np.ndarray
     targets: np.ndarray | None
     source: str
+    model: ModelSource = field(repr=False)
+
+    @cached_property
+    def reference(self) -> np.ndarray:
+        return self.model.reference(self.images)
 
 
 @dataclass(frozen=True)
@@ -98,7 +106,8 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             val_size: int | None = None, check: bool = True,
             max_accuracy_drop: float | None = None, float_layers: tuple[str, ...] = (),
             max_float_layers: int | None = None, weight_rounding: str = "optimal",
-            bias_correction: bool = True, progress: Progress | None = None) -> Manifest:
+            bias_correction: bool = True, parallel: bool = True,
+            progress: Progress | None = None) -> Manifest:
     """Build, verify and record every artifact ``target`` lists (or the ``precision`` asked for).
 
     ``max_accuracy_drop`` (points of top-1 on a labelled ``val``, else of disagreement with the
@@ -108,6 +117,8 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     calibration images, once for every backend; "nearest" as the backends would.
     ``bias_correction``: correct each layer's bias for the output shift int8 causes (for the
     backends that do not do it themselves). Both: int8_weights.py.
+    ``parallel``: convert the backends that are single-threaded Python work in a worker process
+    beside the others (convert_worker.py).
     Raises ParityError after writing the manifest when an artifact is outside its tolerance.
     """
     say = progress or (lambda _msg: None)
@@ -131,26 +142,37 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                                    options=calib_options)
     say(f"calibration: {len(calibration)} images from {calibration.source}"
         + (f" ({calibration.skipped} unreadable skipped)" if calibration.skipped else ""))
-    validation = _validation(source, calibration, val, val_size)
-    rounding = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
-    if max_accuracy_drop is not None:
-        metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
-        say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
-            f"images from {validation.source}")
+    with ConvertWorker(enabled=parallel) as worker:
+        # int8 conversions that are Python work go to the worker once the weights are rounded;
+        # it imports their converters meanwhile, and this process builds the rest alongside
+        offload = [job for job in jobs if job.precision == "int8" and worker.takes(job.build.backend, source)
+                   and (max_accuracy_drop is None or not get_backend(job.build.backend).mixed_precision)]
+        worker.start({job.build.backend for job in offload})
+        validation = _validation(source, calibration, val, val_size)
+        rounding = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
+        if max_accuracy_drop is not None:
+            metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
+            say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
+                f"images from {validation.source}")
+        pending = {job: _submit(worker, job, profile, source, rounding, calibration, out_dir, say,
+                                tuple(float_layers)) for job in offload}
+        pending = {job: future for job, future in pending.items() if future is not None}
 
-    manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
-                        calibration=_calibration_record(calibration, jobs, rounding),
-                        parity_images={"source": validation.source, "n_images": len(validation.images),
-                                       "labelled": validation.targets is not None})
+        manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
+                            calibration=_calibration_record(calibration, jobs, rounding),
+                            parity_images={"source": validation.source, "n_images": len(validation.images),
+                                           "labelled": validation.targets is not None})
+        records = {}
+        for job in [j for j in jobs if j not in pending] + list(pending):
+            records[job] = _build_one(job, profile, source, rounding, calibration, validation, out_dir,
+                                      check_agreement=source.meta.weights != "random", say=say,
+                                      budget=max_accuracy_drop, float_layers=tuple(float_layers),
+                                      max_float=max_float_layers, built=pending.get(job))
     failures = []
     for job in jobs:
-        record = _build_one(job, profile, source, rounding, calibration, validation, out_dir,
-                            check_agreement=source.meta.weights != "random", say=say,
-                            budget=max_accuracy_drop, float_layers=tuple(float_layers),
-                            max_float=max_float_layers)
-        manifest.artifacts.append(record)
-        if record.parity_failures:
-            failures.append(f"{record.path}: {'; '.join(record.parity_failures)}")
+        manifest.artifacts.append(records[job])
+        if records[job].parity_failures:
+            failures.append(f"{records[job].path}: {'; '.join(records[job].parity_failures)}")
     manifest.write(out_dir)
     say(f"manifest: {out_dir / 'manifest.json'}")
     if failures and check:
@@ -208,7 +230,7 @@ def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Pat
                 val_size: int | None) -> Validation:
     pre = source.meta.preprocessing
     if val is None:
-        return Validation(calibration.images, source.reference(calibration.images), None, calibration.source)
+        return Validation(calibration.images, None, calibration.source, source)
     val = Path(val)
     labelled = None
     if val.suffix.lower() == ".tsv" or (val.is_dir() and any(p.is_dir() for p in val.iterdir())):
@@ -220,39 +242,81 @@ def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Pat
                 raise
     if labelled is not None:
         images, targets, _ = load_images(labelled, pre)
-        return Validation(images, source.reference(images), targets, str(val))
+        return Validation(images, targets, str(val), source)
     images = load_calibration(val, pre, val_size).images
-    return Validation(images, source.reference(images), None, str(val))
+    return Validation(images, None, str(val), source)
+
+
+@dataclass(frozen=True)
+class JobSetup:
+    """What one job converts with: its backend, calibration (method resolved), options and path."""
+
+    backend: Backend
+    calibration: CalibrationSet
+    options: ConvertOptions
+    path: Path
+
+
+def _setup(job: Job, profile: TargetProfile, calibration: CalibrationSet, out_dir: Path,
+           float_layers: tuple[str, ...] = ()) -> JobSetup:
+    backend = get_backend(job.build.backend)
+    b = job.build
+    if calibration.method == BACKEND_DEFAULT:
+        calibration = replace(calibration, method=backend.default_calibration_method)
+    int8 = job.precision == "int8"
+    options = ConvertOptions(io_dtype=b.io_dtype, layout=b.layout, activation_type=b.activation_type,
+                             weight_type=b.weight_type, per_channel=b.per_channel,
+                             calibration_method=calibration.method, threads=profile.threads,
+                             float_layers=float_layers if int8 and backend.mixed_precision else ())
+    return JobSetup(backend, calibration, options, out_dir / backend.filename(ARTIFACT_STEM, job.precision))
+
+
+def _built_from(job: Job, setup: JobSetup, source: ModelSource, rounding: Int8Weights | None) -> ModelSource:
+    if job.precision != "int8":
+        return source
+    return _int8_source(source, rounding, setup.backend, setup.calibration, setup.options.float_layers)
+
+
+def _submit(worker: ConvertWorker, job: Job, profile: TargetProfile, source: ModelSource,
+            rounding: Int8Weights | None, calibration: CalibrationSet, out_dir: Path, say: Progress,
+            float_layers: tuple[str, ...] = ()) -> Future | None:
+    setup = _setup(job, profile, calibration, out_dir, float_layers)
+    int8 = job.precision == "int8"
+    future = worker.submit(setup.backend.name, _built_from(job, setup, source, rounding), job.precision,
+                           setup.calibration if int8 else None, setup.path, setup.options)
+    if future is not None:
+        say(f"{job.label}: converting in a worker process -> {setup.path.name}")
+    return future
 
 
 def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: Int8Weights | None,
                calibration: CalibrationSet,
                validation: Validation, out_dir: Path, check_agreement: bool, say: Progress,
                budget: float | None = None, float_layers: tuple[str, ...] = (),
-               max_float: int | None = None) -> ArtifactRecord:
-    backend = get_backend(job.build.backend)
-    b = job.build
+               max_float: int | None = None, built: Future | None = None) -> ArtifactRecord:
+    """Convert (or take the worker's ``built`` artifact), check parity, describe."""
+    setup = _setup(job, profile, calibration, out_dir, float_layers)
+    backend, calibration, options, path = setup.backend, setup.calibration, setup.options, setup.path
     int8 = job.precision == "int8"
-    if calibration.method == BACKEND_DEFAULT:
-        calibration = replace(calibration, method=backend.default_calibration_method)
-    options = ConvertOptions(io_dtype=b.io_dtype, layout=b.layout, activation_type=b.activation_type,
-                             weight_type=b.weight_type, per_channel=b.per_channel,
-                             calibration_method=calibration.method, threads=profile.threads,
-                             float_layers=float_layers if int8 and backend.mixed_precision else ())
-    path = out_dir / backend.filename(ARTIFACT_STEM, job.precision)
-    say(f"{job.label}: converting -> {path.name}")
-    start = time.perf_counter()
-    if int8 and budget is not None and backend.mixed_precision:
-        artifact = _within_budget(backend, source, rounding, calibration, validation, options, path,
-                                  budget, max_float, lambda m: say(f"{job.label}: {m}"))
+    if int8 and budget is not None and not backend.mixed_precision:
+        say(f"{job.label}: {backend.name} needs a fully integer model: no layer can stay float, "
+            "the accuracy budget is not applied")
+    done = worker_result(built) if built is not None else None
+    if done is not None:
+        artifact, seconds = done
     else:
-        if int8 and budget is not None:
-            say(f"{job.label}: {backend.name} needs a fully integer model: no layer can stay float, "
-                "the accuracy budget is not applied")
-        built_from = _int8_source(source, rounding, backend, calibration, options.float_layers) \
-            if int8 else source
-        artifact = backend.convert(built_from, job.precision, calibration if int8 else None, path, options)
-    seconds = time.perf_counter() - start
+        if built is not None:
+            say(f"{job.label}: the worker process could not convert it; converting here")
+        else:
+            say(f"{job.label}: converting -> {path.name}")
+        start = time.perf_counter()
+        if int8 and budget is not None and backend.mixed_precision:
+            artifact = _within_budget(backend, source, rounding, calibration, validation, options, path,
+                                      budget, max_float, lambda m: say(f"{job.label}: {m}"))
+        else:
+            artifact = backend.convert(_built_from(job, setup, source, rounding), job.precision,
+                                       calibration if int8 else None, path, options)
+        seconds = time.perf_counter() - start
     session = backend.load(artifact)
     images, reference = validation.images, validation.reference
     parity = compare(reference, session.run(images))

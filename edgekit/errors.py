@@ -31,6 +31,9 @@ class MissingDependencyError(EdgekitError):
         self.package = package
         self.extra = extra
 
+    def __reduce__(self):  # crosses the convert worker's process boundary whole
+        return type(self), (self.package, self.extra)
+
 
 class MissingToolError(EdgekitError):
     """A system program (not a pip package) is missing; the message says how to install it."""

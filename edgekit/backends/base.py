@@ -125,6 +125,9 @@ class Backend(ABC):
     # The calibration method int8 builds use unless one is asked for: the one that measured
     # best here (tools/calibration_table.py; see the README).
     default_calibration_method: ClassVar[str] = "minmax"
+    # Conversion is single-threaded Python work: `edgekit convert` runs it in a worker process
+    # beside the other builds (convert_worker.py).
+    converts_in_python: ClassVar[bool] = False
 
     def require(self) -> None:
         for module in self.modules:
@@ -132,6 +135,9 @@ class Backend(ABC):
                 importlib.import_module(module)
             except ImportError:
                 raise MissingDependencyError(module.split(".")[0].replace("_", "-"), self.extra) from None
+
+    def require_converter(self) -> None:
+        """Import what ``convert`` needs beyond the runtime (the convert worker does it early)."""
 
     def available(self) -> bool:
         try:

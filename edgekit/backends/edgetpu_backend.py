@@ -94,6 +94,7 @@ class EdgeTPUBackend(Backend):
     base = "tflite"  # a .tflite file runs through the tflite backend (backend_for_path)
     mixed_precision = False  # the Edge TPU runs fully integer models only
     default_calibration_method = "percentile"  # as tflite, whose int8 model it starts from
+    converts_in_python = True
     precisions = ("int8",)
     extra = "tflite"
     modules = ("ai_edge_litert",)  # or tflite_runtime, as for tflite
@@ -109,6 +110,9 @@ class EdgeTPUBackend(Backend):
 
     def filename(self, stem: str, precision: str) -> str:
         return f"{stem}_{precision}{COMPILED_SUFFIX}"
+
+    def require_converter(self) -> None:
+        get_backend("tflite").require_converter()
 
     def convert(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
                 out: Path, options: ConvertOptions) -> Artifact:

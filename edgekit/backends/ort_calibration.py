@@ -69,7 +69,14 @@ def percentile_ranges(model: Path, reader, options: dict, scratch: Path) -> dict
         raise InputError(f"percentile must be in (50, 100], got {percentile}")
     calibrator = create_calibrator(str(model), None, augmented_model_path=str(scratch / "percentile.onnx"),
                                    calibrate_method=CalibrationMethod.Percentile)
-    session = calibrator.infer_session
+    # the calibrator's own session, but without spin-waiting threads: they take the core that a
+    # TFLite conversion in `edgekit convert`'s worker process is using
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(calibrator.augmented_model_path, opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     wanted = [i for i, name in enumerate(names) if name in calibrator.tensors_to_calibrate]
     feeds = []

@@ -55,9 +55,12 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: build/<target>].")
 @click.option("--no-check", is_flag=True, help="Record parity failures but exit 0.")
+@click.option("--serial", is_flag=True,
+              help="Convert everything in this process (default: TFLite converts in a second process "
+                   "beside the other backends).")
 def command(target, model, weights, width, resolution, calib, calib_size, calib_method, precision,
             backend, val, max_accuracy_drop, max_float_layers, float_layers, weight_rounding,
-            bias_correction, out, no_check) -> None:
+            bias_correction, out, no_check, serial) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
     and write DIR/manifest.json."""
     console = make_console(stderr=True)
@@ -72,7 +75,8 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
                            max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
                            float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
                            weight_rounding=weight_rounding,
-                           bias_correction=bias_correction, check=not no_check, progress=progress)
+                           bias_correction=bias_correction, check=not no_check,
+                           parallel=not serial, progress=progress)
     print_summary(manifest)
 
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 import os
 import sys
 
-import click
+# Before torch loads: its OpenMP threads then sleep rather than spin at barriers. Same speed
+# alone; beside `convert`'s worker process the weight rounding measured 18 s instead of 29 s.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import click  # noqa: E402
 
 from .. import __version__
-from ..errors import EdgekitError
+from ..errors import EdgekitError  # noqa: E402
 
 CONTEXT = dict(help_option_names=["-h", "--help"], max_content_width=100)
 
