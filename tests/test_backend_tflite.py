@@ -192,6 +192,13 @@ def test_op_helpers_on_googles_files():
                                 "AVERAGE_POOL_2D": 1, "RESHAPE": 1, "SOFTMAX": 1}
     ptq = shared_file("models", "tf2_mobilenet_v2_1.0_224_ptq.tflite")
     assert xnnpack_partitions(ptq) == 1
+    assert get_backend("tflite").describe(ptq).precision == "int8"
+
+
+def test_describe_reads_precision_from_the_weights(backend, small, fp32, int8, tmp_path):
+    """A file edgekit did not name (a user's own, Google's): its precision is read from it."""
+    fp16 = backend.convert(small, "fp16", None, tmp_path / "m.tflite", ConvertOptions(layout="NHWC"))
+    assert [backend.describe(a.path).precision for a in (fp32, fp16, int8)] == ["fp32", "fp16", "int8"]
 
 
 def test_fp16_weights(backend, small, fp32, calibration, reference, tmp_path):

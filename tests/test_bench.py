@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from edgekit.bench import runner
-from edgekit.bench.local import bench
+from edgekit.bench.local import artifacts_in, bench
 from edgekit.bench.report import JSON_KEYS, speedups, to_csv, to_json
 from edgekit.convert import convert
 from edgekit.errors import InputError
@@ -100,3 +100,10 @@ def test_runner_reports_missing_runtime(monkeypatch, build):
 def test_bad_input(args, message):
     out = cli("bench", *args)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_precision_of_an_unnamed_file_is_read_from_it(build, tmp_path):
+    for name, precision in (("model_fp32.onnx", "fp32"), ("model_int8.onnx", "int8")):
+        copy = tmp_path / f"theirs_{precision[-1]}.onnx"
+        copy.write_bytes((build / name).read_bytes())
+        assert artifacts_in(copy) == [(copy, "onnxruntime", precision, None)]

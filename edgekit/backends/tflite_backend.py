@@ -39,6 +39,7 @@ CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile"
 IO_DTYPES = ("int8", "uint8", "float32")
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -837,6 +838,22 @@ class TFLiteBackend(Backend):
         return Artifact(path, self.name, precision, spec, [path], details)
 
     # -- load -----------------------------------------------------------------------------------
+
+    def describe(self, path: Path) -> Artifact:
+        """A user's own .tflite: int8 when its conv/FC weights are integer, fp16 when they are
+        float16 (dequantized at load), else fp32."""
+        session = self.load(path)
+        plain = _make_interpreter(Path(path), delegates=False)
+        tensors = {t["index"]: np.dtype(t["dtype"]) for t in plain.get_tensor_details()}
+        weights = {tensors.get(d["inputs"][1]) for d in _ops_details(plain)
+                   if d["op_name"] in WEIGHTED_OPS and len(d["inputs"]) > 1}
+        if weights & {np.dtype(np.int8), np.dtype(np.uint8)}:
+            precision = "int8"
+        elif np.dtype(np.float16) in tensors.values():
+            precision = "fp16"
+        else:
+            precision = "fp32"
+        return Artifact(Path(path), self.name, precision, session.input, [Path(path)])
 
     def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
         self.require()

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import EdgekitError, InputError, MissingDependencyError
+from ..backends.base import get_backend
 from ..manifest import MANIFEST_NAME, Manifest
+from ..quiet import native_output_silenced
 
 RUNNER = Path(__file__).with_name("runner.py")
 ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".xml")
@@ -58,10 +60,18 @@ class BenchResult:
 
 
 def _guess(path: Path) -> tuple[str, str]:
+    """(backend, precision) of a file outside a convert folder: precision from the name when it
+    says, else read from the model (its weights' type), else "unknown"."""
     backend = {".tflite": "tflite", ".onnx": "onnxruntime", ".xml": "openvino"}[path.suffix]
+    precision = next((p for p in ("int8", "fp16", "fp32") if p in path.stem), None)
     if "edgetpu" in path.name:
-        backend = "edgetpu"
-    precision = next((p for p in ("int8", "fp16", "fp32") if p in path.stem), "unknown")
+        backend, precision = "edgetpu", "int8"  # the Edge TPU runs nothing else
+    if precision is None:
+        try:
+            with native_output_silenced():
+                precision = get_backend(backend).describe(path).precision
+        except (EdgekitError, ValueError, RuntimeError):  # no runtime, unreadable: the run says why
+            precision = "unknown"
     return backend, precision
 
 
