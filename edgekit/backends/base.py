@@ -165,9 +165,16 @@ class Backend(ABC):
     def describe(self, path: Path) -> Artifact:
         """An Artifact for a file this backend did not build (a user's own .onnx/.xml/.tflite)."""
         session = self.load(path)
-        precision = "int8" if session.input.scale is not None else "fp32"
-        return Artifact(path=Path(path), backend=self.name, precision=precision,
+        return Artifact(path=Path(path), backend=self.name, precision=self.stored_precision(Path(path)),
                         input=session.input, files=[Path(path)])
+
+    def stored_precision(self, path: Path) -> str:
+        """The precision a model file holds, read from it (backends that can say override this)."""
+        return "int8" if self.load(path).input.scale is not None else "fp32"
+
+
+def precision_of(integer_weights: bool, float16_weights: bool) -> str:
+    return "int8" if integer_weights else "fp16" if float16_weights else "fp32"
 
 
 _REGISTRY: dict[str, Backend] = {}

@@ -12,7 +12,8 @@ from ..errors import InputError
 from ..fileio import atomic_path
 from ..source import ModelSource
 from .layer_names import onnx_layers, select
-from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
+from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
+                   register_backend)
 from .onnx_export import export_onnx
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
@@ -148,24 +149,16 @@ class OnnxRuntimeBackend(Backend):
             details["float_layers"] = list(options.float_layers)
         return details
 
-    def describe(self, path: Path) -> Artifact:
-        """A user's own .onnx: int8 when it quantizes (QDQ or integer ops), fp16 when its weights
-        are float16."""
+    def stored_precision(self, path: Path) -> str:
+        """int8 when the model quantizes (QDQ or integer ops), fp16 when its weights are float16."""
         import onnx
 
-        session = self.load(path)
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and others
             raise InputError(f"cannot read ONNX model {Path(path).name}: {exc}") from exc
-        ops = {node.op_type for node in model.graph.node}
-        if ops & QUANTIZED_OPS:
-            precision = "int8"
-        elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
-            precision = "fp16"
-        else:
-            precision = "fp32"
-        return Artifact(Path(path), self.name, precision, session.input, [Path(path)])
+        return precision_of(bool({node.op_type for node in model.graph.node} & QUANTIZED_OPS),
+                            any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer))
 
     def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
         self.require()

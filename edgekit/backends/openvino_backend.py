@@ -54,7 +54,8 @@ import numpy as np
 from ..calibration import CalibrationSet
 from ..errors import EdgekitError, InputError, MissingDependencyError
 from ..source import ModelSource
-from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
+from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
+                   register_backend)
 from .layer_names import onnx_layers, select
 from .onnx_export import export_onnx
 
@@ -271,20 +272,19 @@ class OpenVINOBackend(Backend):
         return OpenVINOSession(path, threads, inference_precision, performance_hint)
 
     def describe(self, path: Path) -> Artifact:
-        """A user's own .xml: int8 when it holds FakeQuantize, fp16 when its weights are f16."""
         session = self.load(path)
-        model = session._model
-        counts = op_counts(model)
-        if counts.get("FakeQuantize"):
-            precision = "int8"
-        elif any(op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() == "f16"
-                 for op in model.get_ordered_ops()):
-            precision = "fp16"
-        else:
-            precision = "fp32"
         path = Path(path)
         files = [path] + ([path.with_suffix(".bin")] if path.with_suffix(".bin").is_file() else [])
-        return Artifact(path, self.name, precision, session.input, files, {"ops": counts})
+        return Artifact(path, self.name, self.stored_precision(path), session.input, files,
+                        {"ops": op_counts(session._model)})
+
+    def stored_precision(self, path: Path) -> str:
+        """int8 when the model holds FakeQuantize, fp16 when its weights are f16."""
+        model = self.load(path)._model
+        return precision_of(bool(op_counts(model).get("FakeQuantize")),
+                            any(op.get_type_name() == "Constant"
+                                and op.get_output_element_type(0).get_type_name() == "f16"
+                                for op in model.get_ordered_ops()))
 
 
 def _save_atomic(model, out: Path, compress_to_fp16: bool) -> Path:

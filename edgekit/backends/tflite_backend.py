@@ -32,7 +32,8 @@ from ..errors import InputError, MissingDependencyError
 from ..fileio import atomic_path
 from ..quiet import native_output_silenced
 from ..source import FORWARD_BATCH, ModelSource
-from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, register_backend
+from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
+                   register_backend)
 from .layer_names import GraphNode, assign_layers, select
 
 CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile")
@@ -839,21 +840,14 @@ class TFLiteBackend(Backend):
 
     # -- load -----------------------------------------------------------------------------------
 
-    def describe(self, path: Path) -> Artifact:
-        """A user's own .tflite: int8 when its conv/FC weights are integer, fp16 when they are
-        float16 (dequantized at load), else fp32."""
-        session = self.load(path)
+    def stored_precision(self, path: Path) -> str:
+        """int8 when the conv/FC weights are integer, fp16 when float16 (dequantized at load)."""
         plain = _make_interpreter(Path(path), delegates=False)
         tensors = {t["index"]: np.dtype(t["dtype"]) for t in plain.get_tensor_details()}
         weights = {tensors.get(d["inputs"][1]) for d in _ops_details(plain)
                    if d["op_name"] in WEIGHTED_OPS and len(d["inputs"]) > 1}
-        if weights & {np.dtype(np.int8), np.dtype(np.uint8)}:
-            precision = "int8"
-        elif np.dtype(np.float16) in tensors.values():
-            precision = "fp16"
-        else:
-            precision = "fp32"
-        return Artifact(Path(path), self.name, precision, session.input, [Path(path)])
+        return precision_of(bool(weights & {np.dtype(np.int8), np.dtype(np.uint8)}),
+                            np.dtype(np.float16) in tensors.values())
 
     def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
         self.require()

@@ -69,7 +69,7 @@ def _guess(path: Path) -> tuple[str, str]:
     if precision is None:
         try:
             with native_output_silenced():
-                precision = get_backend(backend).describe(path).precision
+                precision = get_backend(backend).stored_precision(path)
         except (EdgekitError, ValueError, RuntimeError):  # no runtime, unreadable: the run says why
             precision = "unknown"
     return backend, precision
