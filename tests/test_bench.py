@@ -7,7 +7,7 @@ import yaml
 
 from edgekit.bench import runner
 from edgekit.bench.local import artifacts_in, bench
-from edgekit.bench.report import JSON_KEYS, speedups, to_csv, to_json
+from edgekit.bench.report import JSON_KEYS, speedups, table, to_csv, to_json
 from edgekit.convert import convert
 from edgekit.errors import InputError
 
@@ -69,10 +69,15 @@ def test_several_paths_interleaved_rounds(build, tmp_path):
         assert len(rounds) == 3 and r.latency_ms["p50"] == sorted(rounds)[1]
     ups = speedups(results)
     assert ups[1] is not None and ups[2] is None  # the lone file has no fp32 of its own beside it
+    spreads = [row for row in table(results).columns if row.header == "spread"][0]._cells
+    for r, cell in zip(results, spreads):
+        p50s = r.extra["p50_rounds"]
+        assert cell == f"{(max(p50s) - min(p50s)) / sorted(p50s)[1]:.0%}"
     out = cli("bench", str(build / "model_fp32.onnx"), str(build / "model_int8.onnx"), "-n", "5",
               "--rounds", "2", "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     assert "median of 2 interleaved rounds" in " ".join(out.stdout.split())  # the title may wrap
+    assert "spread" in out.stdout
     assert [d["precision"] for d in json.loads((tmp_path / "r.json").read_text())] == ["fp32", "int8"]
     out = cli("bench", str(build), str(build), "--emulate", "aarch64")
     assert out.returncode == 2 and "take one PATH" in out.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 from pathlib import Path
 
 from rich.table import Table
@@ -43,6 +44,9 @@ def table(results: list[BenchResult], title: str = "edgekit bench") -> Table:
     cols = (["device"] if multi_device else []) + [
         "artifact", "backend", "prec", "thr", "size MB", "load ms", "first ms", "p50 ms", "p90 ms",
         "p99 ms", "FPS", "RSS MB", "vs fp32", "agree", "runtime"]
+    rounds = any(len(r.extra.get("p50_rounds", ())) > 1 for r in results)
+    if rounds:
+        cols.insert(cols.index("p90 ms"), "spread")
     for c in cols:
         t.add_column(c, justify="left" if c in ("device", "artifact", "backend", "prec", "runtime") else "right")
     ups = speedups(results)
@@ -56,15 +60,26 @@ def table(results: list[BenchResult], title: str = "edgekit bench") -> Table:
         row = ([r.device] if multi_device else []) + [
             _label(r) + (" *" if i in best else ""), r.backend, r.precision,
             str(r.threads or "def"), f"{r.size_bytes / 1e6:.2f}", f"{r.load_ms:.0f}",
-            f"{r.first_inference_ms:.2f}", f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+            f"{r.first_inference_ms:.2f}", f"{lat['p50']:.3f}"] + ([_spread(r)] if rounds else []) + [
+            f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
             f"{r.throughput_fps:.0f}", f"{r.peak_rss_mb:.0f}", f"{up:.2f}x" if up else "-",
             f"{agree:.1%}" if isinstance(agree, float) else "-",
             f"{rt['name']} {rt['version']}{accel}" + (" (emulated)" if r.emulated else "")]
         t.add_row(*row, style="bold green" if i in best else None)
     t.caption = "* fastest per thread count (p50); vs fp32 = speedup over the same backend's fp32"
+    if rounds:
+        t.caption += ("; spread = (max - min) / median of the rounds' p50s: a smaller difference "
+                      "between two rows is noise")
     if any(r.emulated for r in results):
         t.caption += "; EMULATED timings are meaningless"
     return t
+
+
+def _spread(r: BenchResult) -> str:
+    p50s = r.extra.get("p50_rounds") or []
+    if len(p50s) < 2:
+        return "-"
+    return f"{(max(p50s) - min(p50s)) / statistics.median(p50s):.0%}"
 
 
 def _label(r: BenchResult) -> str:
