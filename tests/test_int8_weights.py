@@ -240,3 +240,21 @@ def test_bias_correction_recovers_mobilenet_v3_small(tmp_path):
                               tmp_path / f"{name}.onnx", ConvertOptions(activation_type="uint8"))
         sqnr[name] = compare(reference, backend.load(art).run(held_out)).sqnr_db
     assert sqnr["corrected"] > sqnr["rounded"] + 1.5, sqnr
+
+
+@pytest.mark.parametrize("block", [7, 64])
+def test_blocked_rounding_equals_column_by_column(monkeypatch, block):
+    """The lazy block update is the same algorithm as updating every later column after each one
+    (one block wider than the layer), only faster."""
+    import edgekit.int8_weights as iw
+
+    torch.manual_seed(0)
+    w = torch.randn(2, 24, 150, dtype=torch.float64)
+    x = torch.randn(2, 150, 600, dtype=torch.float64)
+    h = torch.bmm(x, x.transpose(1, 2))
+    monkeypatch.setattr(iw, "BLOCK", 10_000)
+    reference = round_grouped(w, h)
+    monkeypatch.setattr(iw, "BLOCK", block)
+    blocked = round_grouped(w, h)
+    assert torch.equal(blocked, reference)
+    assert not torch.equal(reference, _nearest(w))  # the error feedback changed some roundings

@@ -275,16 +275,18 @@ class OpenVINOBackend(Backend):
         session = self.load(path)
         path = Path(path)
         files = [path] + ([path.with_suffix(".bin")] if path.with_suffix(".bin").is_file() else [])
-        return Artifact(path, self.name, self.stored_precision(path), session.input, files,
+        return Artifact(path, self.name, _precision(session._model), session.input, files,
                         {"ops": op_counts(session._model)})
 
     def stored_precision(self, path: Path) -> str:
-        """int8 when the model holds FakeQuantize, fp16 when its weights are f16."""
-        model = self.load(path)._model
-        return precision_of(bool(op_counts(model).get("FakeQuantize")),
-                            any(op.get_type_name() == "Constant"
-                                and op.get_output_element_type(0).get_type_name() == "f16"
-                                for op in model.get_ordered_ops()))
+        return _precision(self.load(path)._model)
+
+
+def _precision(model) -> str:
+    """int8 when the model holds FakeQuantize, fp16 when its weights are f16."""
+    return precision_of(bool(op_counts(model).get("FakeQuantize")),
+                        any(op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() == "f16"
+                            for op in model.get_ordered_ops()))
 
 
 def _save_atomic(model, out: Path, compress_to_fp16: bool) -> Path:
