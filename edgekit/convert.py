@@ -18,6 +18,7 @@ from .calibration import CalibrationSet, load_calibration
 from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
 from .errors import InputError, ParityError
+from .fileio import output_folder
 from .manifest import ArtifactRecord, Manifest, sha256_of
 from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
@@ -127,57 +128,57 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     for job in jobs:  # fail on a missing runtime before spending minutes on the others
         get_backend(job.build.backend).require()
     out_dir = Path(out) if out is not None else Path("build") / profile.name
-    _check_writable(out_dir)
+    with output_folder(out_dir):
 
-    source = resolve_source(model, weights, width, resolution)
-    notices = []
-    if source.meta.weights == "random":
-        notices.append("no --weights given: seeded random weights; the artifacts are real but "
-                       "accuracy figures mean nothing and top-1 agreement is not enforced")
-        for n in notices:
-            say(f"notice: {n}")
-    pre = source.meta.preprocessing
-    calibration = load_calibration(calib, pre, calib_size or DEFAULT_CALIB_SIZE,
-                                   method=calib_method or BACKEND_DEFAULT,
-                                   options=calib_options)
-    say(f"calibration: {len(calibration)} images from {calibration.source}"
-        + (f" ({calibration.skipped} unreadable skipped)" if calibration.skipped else ""))
-    with ConvertWorker(enabled=parallel) as worker:
-        # int8 conversions that are Python work go to the worker once the weights are rounded;
-        # it imports their converters meanwhile, and this process builds the rest alongside
-        offload = [job for job in jobs if job.precision == "int8" and worker.takes(job.build.backend, source)
-                   and (max_accuracy_drop is None or not get_backend(job.build.backend).mixed_precision)]
-        worker.start({job.build.backend for job in offload})
-        validation = _validation(source, calibration, val, val_size)
-        rounding = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
-        if max_accuracy_drop is not None:
-            metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
-            say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
-                f"images from {validation.source}")
-        pending = {job: _submit(worker, job, profile, source, rounding, calibration, out_dir, say,
-                                tuple(float_layers)) for job in offload}
-        pending = {job: future for job, future in pending.items() if future is not None}
+        source = resolve_source(model, weights, width, resolution)
+        notices = []
+        if source.meta.weights == "random":
+            notices.append("no --weights given: seeded random weights; the artifacts are real but "
+                           "accuracy figures mean nothing and top-1 agreement is not enforced")
+            for n in notices:
+                say(f"notice: {n}")
+        pre = source.meta.preprocessing
+        calibration = load_calibration(calib, pre, calib_size or DEFAULT_CALIB_SIZE,
+                                       method=calib_method or BACKEND_DEFAULT,
+                                       options=calib_options)
+        say(f"calibration: {len(calibration)} images from {calibration.source}"
+            + (f" ({calibration.skipped} unreadable skipped)" if calibration.skipped else ""))
+        with ConvertWorker(enabled=parallel) as worker:
+            # int8 conversions that are Python work go to the worker once the weights are rounded;
+            # it imports their converters meanwhile, and this process builds the rest alongside
+            offload = [job for job in jobs if job.precision == "int8" and worker.takes(job.build.backend, source)
+                       and (max_accuracy_drop is None or not get_backend(job.build.backend).mixed_precision)]
+            worker.start({job.build.backend for job in offload})
+            validation = _validation(source, calibration, val, val_size)
+            rounding = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
+            if max_accuracy_drop is not None:
+                metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
+                say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
+                    f"images from {validation.source}")
+            pending = {job: _submit(worker, job, profile, source, rounding, calibration, out_dir, say,
+                                    tuple(float_layers)) for job in offload}
+            pending = {job: future for job, future in pending.items() if future is not None}
 
-        manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
-                            calibration=_calibration_record(calibration, jobs, rounding),
-                            parity_images={"source": validation.source, "n_images": len(validation.images),
-                                           "labelled": validation.targets is not None})
-        records = {}
-        for job in [j for j in jobs if j not in pending] + list(pending):
-            records[job] = _build_one(job, profile, source, rounding, calibration, validation, out_dir,
-                                      check_agreement=source.meta.weights != "random", say=say,
-                                      budget=max_accuracy_drop, float_layers=tuple(float_layers),
-                                      max_float=max_float_layers, built=pending.get(job))
-    failures = []
-    for job in jobs:
-        manifest.artifacts.append(records[job])
-        if records[job].parity_failures:
-            failures.append(f"{records[job].path}: {'; '.join(records[job].parity_failures)}")
-    manifest.write(out_dir)
-    say(f"manifest: {out_dir / 'manifest.json'}")
-    if failures and check:
-        raise ParityError("parity check failed for " + " | ".join(failures))
-    return manifest
+            manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
+                                calibration=_calibration_record(calibration, jobs, rounding),
+                                parity_images={"source": validation.source, "n_images": len(validation.images),
+                                               "labelled": validation.targets is not None})
+            records = {}
+            for job in [j for j in jobs if j not in pending] + list(pending):
+                records[job] = _build_one(job, profile, source, rounding, calibration, validation, out_dir,
+                                          check_agreement=source.meta.weights != "random", say=say,
+                                          budget=max_accuracy_drop, float_layers=tuple(float_layers),
+                                          max_float=max_float_layers, built=pending.get(job))
+        failures = []
+        for job in jobs:
+            manifest.artifacts.append(records[job])
+            if records[job].parity_failures:
+                failures.append(f"{records[job].path}: {'; '.join(records[job].parity_failures)}")
+        manifest.write(out_dir)
+        say(f"manifest: {out_dir / 'manifest.json'}")
+        if failures and check:
+            raise ParityError("parity check failed for " + " | ".join(failures))
+        return manifest
 
 
 def _int8_weights(source: ModelSource, calibration: CalibrationSet, jobs: list[Job], rounding: str,
@@ -394,13 +395,3 @@ def _model_record(source: ModelSource) -> dict:
             "preprocessing": m.preprocessing.to_dict(),
             "labels": list(m.labels) if m.labels else None, "weights": m.weights,
             "source": "onnx" if source.onnx_path else "pytorch"}
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".edgekit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None

@@ -31,6 +31,27 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def output_folder(folder: Path) -> Iterator[Path]:
+    """Create ``folder`` (checking it is writable); if the block fails, remove the folders this
+    created that are still empty, so a failed run leaves no empty build/ behind."""
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".edgekit-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
+    try:
+        yield folder
+    except BaseException:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -100,11 +100,20 @@ def test_cli_bad_input(tmp_path, args, message):
     (tmp_path / "NOIMAGES" / "b.png").write_bytes(b"\x89PNG broken")
     args = [a.replace("EMPTY", str(tmp_path / "EMPTY")).replace("NOIMAGES", str(tmp_path / "NOIMAGES"))
             for a in args]
-    out = run("convert", "--out", str(tmp_path / "o"), *args) if "--out" not in args else run("convert", *args)
+    out_dir = tmp_path / "o" / "rpi4"
+    out = run("convert", "--out", str(out_dir), *args) if "--out" not in args else run("convert", *args)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (tmp_path / "o" / "manifest.json").exists()
+    assert not (tmp_path / "o").exists()  # the folders the failed run created are gone
+
+
+def test_failed_convert_keeps_an_existing_output_folder(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "EMPTY").mkdir()
+    out = run("convert", "--out", str(tmp_path / "o"), "--calib", str(tmp_path / "EMPTY"))
+    assert out.returncode == 2 and "no images" in out.stderr
+    assert (tmp_path / "o").is_dir() and not list((tmp_path / "o").iterdir())
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path, ort_target):
