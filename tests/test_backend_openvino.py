@@ -144,15 +144,6 @@ def test_infer_returns_first_output_copy(backend, artifacts, calibration):
     assert not np.array_equal(first, second)  # the first result was not overwritten in place
 
 
-def test_profile(backend, artifacts, calibration):
-    session = backend.load(artifacts("int8"), threads=1)
-    assert session.per_op_available
-    rows = session.profile(session.prepare(calibration.images[0]), runs=2)
-    assert rows and set(rows[0]) == {"name", "type", "exec_type", "real_time_us"}
-    assert sum(r["real_time_us"] for r in rows) > 0
-    assert any(r["type"] == "Convolution" for r in rows)
-
-
 def test_user_onnx_file(backend, source, calibration, tmp_path):
     onnx_path = export_onnx(source, tmp_path / "user_model.onnx")
     user = ModelSource.from_onnx(onnx_path, preprocessing=source.meta.preprocessing)

@@ -1,5 +1,5 @@
-import dataclasses
 """TFLite backend: litert-torch conversion (fp32 / fp16 / full-integer int8) and LiteRT sessions."""
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -80,7 +80,6 @@ def test_fp32_matches_source(backend, fp32, calibration, reference):
     assert fp32.input.dtype == "float32" and fp32.input.scale is None
     assert fp32.details["xnnpack_partitions"] == 1 and fp32.details["ops_outside_xnnpack"] == []
     session = backend.load(fp32, threads=1)
-    assert session.per_op_available is False
     assert session.runtime.name == "ai-edge-litert" and session.runtime.details["xnnpack"] is True
     p = compare(reference, session.run(calibration.images))
     # measured: max abs diff ~1.1e-4 on logits up to ~9 (XNNPACK's fp32 summation order)
@@ -443,3 +442,53 @@ def test_calibration_export_is_quantized_as_a_strict_export(arch):
     if arch == "mobilenet_v2":  # (V3's unmarked hard-swish adds do not even prepare)
         unmarked = _observed_ops(torch.export.export(model, example, strict=False).module())
         assert not all(all(inputs) for target, inputs, _ in unmarked if target == "aten.add.Tensor")
+
+
+def test_per_op_times_every_op_alone(int8):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgekit.bench import runner
+
+    plain = Interpreter(model_path=str(int8.path),
+                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    graph_ops = [op["op_name"] for op in plain._get_ops_details()]
+    result = runner.run({"artifact": str(int8.path), "threads": 1, "iterations": 3, "warmup": 1,
+                         "per_op": True, "per_op_runs": 5})
+    assert [op["type"] for op in result["per_op"]] == graph_ops  # every op, in graph order
+    assert {op["exec_type"] for op in result["per_op"]} == {"XNNPACK"}  # as in the whole model
+    assert all(op["time_us"] > 0 for op in result["per_op"])
+    assert result["per_op"][0]["name"] == "#0 1x96x96x3 -> 1x98x98x3"  # PyTorch's padding
+    assert "timed alone" in result["per_op_note"]
+
+
+def test_one_op_model_reproduces_the_op_in_the_graph(int8):
+    """Each one-op model, fed what the op gets inside the whole model, gives what the op gives
+    there: same weights, quantization and options (checked without delegates, bit for bit)."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    from edgekit.bench.runner import _one_op_model
+
+    plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    whole = Interpreter(model_path=str(int8.path), experimental_op_resolver_type=plain,
+                        experimental_preserve_all_tensors=True)
+    whole.allocate_tensors()
+    x = whole.get_input_details()[0]
+    whole.set_tensor(x["index"], np.random.default_rng(1).integers(-128, 127, x["shape"], dtype=np.int8))
+    whole.invoke()
+    model = fbu.read_model_from_bytearray(bytearray(int8.path.read_bytes()))
+    ops = model.subgraphs[0].operators
+    kinds = [op["op_name"] for op in whole._get_ops_details()]
+    picked = [kinds.index(k) for k in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED")]
+    for k in picked:
+        alone = Interpreter(model_content=bytes(fbu.convert_object_to_bytearray(
+            _one_op_model(fb, model, ops[k]))), experimental_op_resolver_type=plain)
+        alone.allocate_tensors()
+        buffers = [model.buffers[model.subgraphs[0].tensors[i].buffer].data for i in ops[k].inputs]
+        feeds = [i for i, b in zip(ops[k].inputs, buffers) if i >= 0 and (b is None or not len(b))]
+        for detail, index in zip(alone.get_input_details(), feeds):
+            alone.set_tensor(detail["index"], whole.get_tensor(index))
+        alone.invoke()
+        got = alone.get_tensor(alone.get_output_details()[0]["index"])
+        np.testing.assert_array_equal(got, whole.get_tensor(ops[k].outputs[0]), err_msg=kinds[k])

@@ -7,7 +7,7 @@ import yaml
 
 from edgekit.bench import runner
 from edgekit.bench.local import artifacts_in, bench
-from edgekit.bench.report import JSON_KEYS, speedups, table, to_csv, to_json
+from edgekit.bench.report import JSON_KEYS, per_op_tables, speedups, table, to_csv, to_json
 from edgekit.convert import convert
 from edgekit.errors import InputError
 
@@ -87,6 +87,9 @@ def test_duration_mode_and_per_op(build):
     [r] = bench(build / "model_fp32.onnx", threads=[1], duration=0.3, per_op=True)
     assert r.n >= 10
     assert {op["type"] for op in r.per_op} >= {"Conv"}
+    *tables, caption = per_op_tables([r])
+    total = sum(op["time_us"] for op in r.per_op) / 1000
+    assert caption == f"sum of the ops: {total:.3f} ms; whole-model p50: {r.latency_ms['p50']:.3f} ms"
 
 
 def test_runner_reports_missing_runtime(monkeypatch, build):

@@ -149,8 +149,6 @@ def _float_op_names(model, onnx_path: Path, layers: tuple[str, ...]) -> list[str
 class OpenVINOSession(Session):
     """A compiled model with one reused infer request."""
 
-    per_op_available = True
-
     def __init__(self, path: Path, threads: int | None, inference_precision: str | None = "f32",
                  performance_hint: str = "LATENCY"):
         self.path = Path(path)
@@ -183,31 +181,6 @@ class OpenVINOSession(Session):
 
     def infer(self, native: np.ndarray) -> np.ndarray:
         return self._request.infer({0: native}, share_inputs=True)[0]  # outputs are copied
-
-    def profile(self, native: np.ndarray, runs: int = 20) -> list[dict]:
-        """Per-op times (PERF_COUNT) averaged over ``runs``, executed ops in execution order.
-
-        Compiles a second model with profiling on (same config), so the timed session is untouched.
-        """
-        if runs < 1:
-            raise InputError(f"runs must be >= 1, got {runs}")
-        from openvino import ProfilingInfo
-
-        request = self._compile({**self.config, "PERF_COUNT": True}).create_infer_request()
-        request.infer({0: native})  # warm-up, not counted
-        totals: dict[str, dict] = {}
-        for _ in range(runs):
-            request.infer({0: native}, share_inputs=True)
-            for info in request.get_profiling_info():
-                if info.status != ProfilingInfo.Status.EXECUTED:
-                    continue  # fused into a neighbour or constant-folded
-                row = totals.setdefault(info.node_name, {
-                    "name": info.node_name, "type": info.node_type, "exec_type": info.exec_type,
-                    "real_time_us": 0.0})
-                row["real_time_us"] += info.real_time.total_seconds() * 1e6
-        for row in totals.values():
-            row["real_time_us"] /= runs
-        return list(totals.values())
 
 
 @register_backend

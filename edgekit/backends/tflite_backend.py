@@ -177,8 +177,6 @@ def _spec(detail: dict) -> TensorSpec:
 class TFLiteSession(Session):
     """A .tflite in LiteRT (or tflite-runtime) with the default delegates (XNNPACK on CPU)."""
 
-    per_op_available = False  # neither Python API exposes LiteRT's op profiler
-
     def __init__(self, path: Path, threads: int | None = None):
         name, _ = interpreter_api()
         self.path = Path(path)

@@ -100,27 +100,30 @@ def _accel(runtime: dict) -> str:
 def per_op_tables(results: list[BenchResult], top: int = 10) -> list[Table | str]:
     out: list[Table | str] = []
     for r in results:
+        name = Path(r.artifact).name
         if r.per_op is None:
             if r.per_op_note:
-                out.append(f"{Path(r.artifact).name}: per-op timing unavailable — {r.per_op_note}")
+                out.append(f"{name}: per-op timing unavailable — {r.per_op_note}")
             continue
-        by_type: dict[str, float] = {}
+        by_type: dict[str, list[float]] = {}
         for op in r.per_op:
-            by_type[op["type"]] = by_type.get(op["type"], 0.0) + op["time_us"]
-        total = sum(by_type.values()) or 1.0
-        t = Table(title=f"{Path(r.artifact).name} threads {r.threads or 'def'}: time by op type",
-                  title_justify="left")
-        for c in ("op type", "ms", "share"):
+            by_type.setdefault(op["type"], []).append(op["time_us"])
+        total = sum(op["time_us"] for op in r.per_op) or 1.0
+        title = f"{name} threads {r.threads or 'def'}: time by op type"
+        t = Table(title=title, title_justify="left", min_width=len(title))
+        for c in ("op type", "ops", "ms", "share"):
             t.add_column(c, justify="left" if c == "op type" else "right")
-        for name, us in sorted(by_type.items(), key=lambda kv: -kv[1]):
-            t.add_row(name, f"{us / 1000:.3f}", f"{us / total:.1%}")
+        for kind, times in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
+            t.add_row(kind, str(len(times)), f"{sum(times) / 1000:.3f}", f"{sum(times) / total:.1%}")
         out.append(t)
         s = Table(title=f"slowest {top} ops", title_justify="left")
-        for c in ("op", "type", "ms"):
+        for c in ("op", "type", "runs on", "ms"):
             s.add_column(c, justify="right" if c == "ms" else "left")
         for op in sorted(r.per_op, key=lambda o: -o["time_us"])[:top]:
-            s.add_row(op["name"][-60:], op["type"], f"{op['time_us'] / 1000:.3f}")
+            s.add_row(op["name"][-60:], op["type"], op.get("exec_type") or "-", f"{op['time_us'] / 1000:.3f}")
         out.append(s)
+        out.append(f"sum of the ops: {total / 1000:.3f} ms; whole-model p50: {r.latency_ms['p50']:.3f} ms"
+                   + (f". {r.per_op_note}" if r.per_op_note else ""))
     return out
 
 
