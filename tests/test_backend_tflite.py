@@ -207,6 +207,14 @@ def test_fp16_weights(backend, small, fp32, calibration, reference, tmp_path):
     assert 0.45 < art.size_bytes / fp32.size_bytes < 0.6
     p = compare(reference, backend.load(art).run(calibration.images))
     assert p.top1_agreement >= 0.99 and p.sqnr_db > 30  # measured ~37 dB
+    # per-op timing keeps each conv's DEQUANTIZE with it: static weights, in XNNPACK as in the model
+    from edgekit.bench import runner
+
+    result = runner.run({"artifact": str(art.path), "threads": 1, "iterations": 2, "per_op": True,
+                         "per_op_runs": 2})
+    assert len(result["per_op"]) == sum(art.details["ops"].values()) - 53
+    assert {op["exec_type"] for op in result["per_op"]} == {"XNNPACK"}
+    assert "53 op(s) that only prepare weights (DEQUANTIZE)" in result["per_op_note"]
 
 
 @pytest.mark.slow

@@ -115,14 +115,18 @@ class TFLiteModel:
             model = fbu.read_model_from_bytearray(bytearray(f.read()))
         graph = model.subgraphs[0]
         op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-        ops, failed = [], []
+        producers = _constant_producers(model)
+        ops, failed, weight_ops = [], [], []
         for k, op in enumerate(graph.operators):
             code = model.operatorCodes[op.opcodeIndex]
             kind = code.customCode.decode() if code.customCode else \
                 op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+            if op.outputs is not None and all(producers.get(i) is op for i in op.outputs):
+                weight_ops.append(kind)  # prepared once at load, inside the ops they feed
+                continue
             try:
                 alone = self.interpreter_mod.Interpreter(
-                    model_content=bytes(fbu.convert_object_to_bytearray(_one_op_model(fb, model, op))),
+                    model_content=bytes(fbu.convert_object_to_bytearray(_one_op_model(fb, model, op, producers))),
                     num_threads=self.threads)
                 alone.allocate_tensors()
                 for d in alone.get_input_details():
@@ -148,24 +152,40 @@ class TFLiteModel:
                         row["samples"].append(time.perf_counter_ns() - t0)
         self.per_op_note = ("LiteRT has no op profiler here: each op was timed alone, in a one-op "
                             "model with the same threads and delegate")
+        if weight_ops:
+            self.per_op_note += (f"; {len(weight_ops)} op(s) that only prepare weights "
+                                 f"({', '.join(sorted(set(weight_ops)))}) ran inside the ops they feed")
         if failed:
             self.per_op_note += f"; {len(failed)} op(s) could not run alone: {', '.join(sorted(set(failed)))}"
         return [{"name": r["name"], "type": r["type"], "exec_type": r["exec_type"],
                  "time_us": float(np.median(r["samples"])) / 1e3} for r in ops]
 
 
-def _one_op_model(fb, model, op):
-    """A model holding ``op`` alone: its tensors (weights with their buffers), inputs that have
-    no data become the model's inputs, its outputs the model's outputs."""
+def _constant_producers(model):
+    """tensor -> the op computing it from constants alone (DEQUANTIZE of fp16 weights, DENSIFY):
+    a one-op model keeps that op, so its weights stay static, as in the whole model."""
+    graph = model.subgraphs[0]
+
+    def constant(i):
+        data = model.buffers[graph.tensors[i].buffer].data
+        return i < 0 or (data is not None and len(data) > 0)
+
+    return {out: op for op in graph.operators if op.inputs is not None and all(map(constant, op.inputs))
+            for out in op.outputs}
+
+
+def _one_op_model(fb, model, op, producers=None):
+    """A model holding ``op`` alone (with the ops that compute its weights from constants): its
+    tensors (weights with their buffers), inputs that have no data become the model's inputs,
+    its outputs the model's outputs."""
     import copy
 
     graph = model.subgraphs[0]
     small = fb.ModelT()
     small.version = model.version
-    small.operatorCodes = [model.operatorCodes[op.opcodeIndex]]
-    small.buffers = [fb.BufferT()]
+    small.operatorCodes, small.buffers = [], [fb.BufferT()]
     sub = fb.SubGraphT()
-    sub.tensors, sub.inputs = [], []
+    sub.tensors, sub.inputs, sub.operators = [], [], []
     remap = {-1: -1}
 
     def take(index, is_input):
@@ -183,13 +203,23 @@ def _one_op_model(fb, model, op):
             remap[index] = len(sub.tensors) - 1
         return remap[index]
 
-    alone = copy.copy(op)
-    alone.opcodeIndex = 0
-    alone.inputs = [take(i, True) for i in op.inputs]
-    alone.outputs = [take(i, False) for i in op.outputs]
-    if op.intermediates is not None:
-        alone.intermediates = [take(i, False) for i in op.intermediates]
-    sub.operators, sub.outputs = [alone], list(alone.outputs)
+    def add(original):
+        code = model.operatorCodes[original.opcodeIndex]
+        if code not in small.operatorCodes:
+            small.operatorCodes.append(code)
+        copied = copy.copy(original)
+        copied.opcodeIndex = small.operatorCodes.index(code)
+        copied.inputs = [take(i, True) for i in original.inputs]
+        copied.outputs = [take(i, False) for i in original.outputs]
+        if original.intermediates is not None:
+            copied.intermediates = [take(i, False) for i in original.intermediates]
+        sub.operators.append(copied)
+        return copied
+
+    for i in op.inputs:
+        if producers and i in producers and producers[i] is not op:
+            add(producers[i])
+    sub.outputs = list(add(op).outputs)
     small.subgraphs = [sub]
     return small
 
