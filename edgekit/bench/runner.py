@@ -26,7 +26,7 @@ RUNTIMES = {
 
 
 # TFLite per-op timing: single ops take microseconds, so many runs cost little and steady the medians
-TFLITE_OP_RUNS, TFLITE_OP_PASSES, TFLITE_OP_WARMUP = 50, 5, 1
+TFLITE_OP_RUNS, TFLITE_OP_PASSES, TFLITE_OP_WARMUP = 50, 5, 2
 
 
 class MissingRuntime(Exception):
@@ -124,14 +124,9 @@ class TFLiteModel:
             if op.outputs is not None and all(producers.get(i) is op for i in op.outputs):
                 weight_ops.append(kind)  # prepared once at load, inside the ops they feed
                 continue
+            content = bytes(fbu.convert_object_to_bytearray(_one_op_model(fb, model, op, producers)))
             try:
-                alone = self.interpreter_mod.Interpreter(
-                    model_content=bytes(fbu.convert_object_to_bytearray(_one_op_model(fb, model, op, producers))),
-                    num_threads=self.threads)
-                alone.allocate_tensors()
-                for d in alone.get_input_details():
-                    alone.set_tensor(d["index"], _random_input(np, tuple(d["shape"]), d["dtype"]))
-                alone.invoke()
+                alone = self._op_interpreter(content, np)
             except Exception:  # an op that cannot stand alone (control flow, a custom op's resolver)
                 failed.append(kind)
                 continue
@@ -139,17 +134,21 @@ class TFLiteModel:
             shapes = [graph.tensors[i].shape for i in (op.inputs[0], op.outputs[0]) if i >= 0]
             ops.append({"name": f"#{k} " + " -> ".join("x".join(map(str, sh)) for sh in shapes),
                         "type": kind, "exec_type": "XNNPACK" if delegated else "LiteRT kernel",
-                        "interpreter": alone, "samples": []})
-        # A few passes over all ops, each op several times in a row: its own thread pool is then
-        # awake as the whole model's is between ops, and a slow spell hits every op alike.
+                        "content": content, "samples": []})
+            del alone
+        # A few passes over all ops, each op several times in a row (its thread pool awake, as the
+        # whole model's is between ops) so that a slow spell hits every op alike. One interpreter
+        # at a time: an idle one's pool still spinning would take a core from the next.
         per_pass = -(-max(runs, TFLITE_OP_RUNS) // TFLITE_OP_PASSES)
         for _ in range(TFLITE_OP_PASSES):
             for row in ops:
+                alone = self._op_interpreter(row["content"], np)
                 for i in range(TFLITE_OP_WARMUP + per_pass):
                     t0 = time.perf_counter_ns()
-                    row["interpreter"].invoke()
+                    alone.invoke()
                     if i >= TFLITE_OP_WARMUP:
                         row["samples"].append(time.perf_counter_ns() - t0)
+                del alone
         self.per_op_note = ("LiteRT has no op profiler here: each op was timed alone, in a one-op "
                             "model with the same threads and delegate")
         if weight_ops:
@@ -159,6 +158,14 @@ class TFLiteModel:
             self.per_op_note += f"; {len(failed)} op(s) could not run alone: {', '.join(sorted(set(failed)))}"
         return [{"name": r["name"], "type": r["type"], "exec_type": r["exec_type"],
                  "time_us": float(np.median(r["samples"])) / 1e3} for r in ops]
+
+    def _op_interpreter(self, content, np):
+        alone = self.interpreter_mod.Interpreter(model_content=content, num_threads=self.threads)
+        alone.allocate_tensors()
+        for d in alone.get_input_details():
+            alone.set_tensor(d["index"], _random_input(np, tuple(d["shape"]), d["dtype"]))
+        alone.invoke()
+        return alone
 
 
 def _constant_producers(model):
