@@ -89,7 +89,22 @@ def test_duration_mode_and_per_op(build):
     assert {op["type"] for op in r.per_op} >= {"Conv"}
     *tables, caption = per_op_tables([r])
     total = sum(op["time_us"] for op in r.per_op) / 1000
-    assert caption == f"sum of the ops: {total:.3f} ms; whole-model p50: {r.latency_ms['p50']:.3f} ms"
+    assert caption == f"model_fp32.onnx: sum of the ops {total:.3f} ms; whole-model p50 {r.latency_ms['p50']:.3f} ms"
+
+
+def test_per_op_side_by_side(build):
+    from rich.console import Console
+
+    results = bench(build, threads=[1], iterations=3, warmup=1, per_op=True)
+    *_, side = per_op_tables(results)
+    console = Console(width=200, record=True)
+    console.print(side)
+    lines = console.export_text().splitlines()
+    assert "model_fp32.onnx" in lines[2] and "model_int8.onnx" in lines[2]
+    sums = next(line for line in lines if "sum of the ops" in line).split("│")[2:4]
+    assert [float(x) for x in sums] == pytest.approx(
+        [round(sum(op["time_us"] for op in r.per_op) / 1000, 3) for r in results], abs=1e-3)
+    assert any(line.startswith("│ Conv") or "│ QLinearConv" in line for line in lines)
 
 
 def test_runner_reports_missing_runtime(monkeypatch, build):

@@ -98,23 +98,25 @@ def _accel(runtime: dict) -> str:
 
 
 def per_op_tables(results: list[BenchResult], top: int = 10) -> list[Table | str]:
+    """Per artifact: time by op type, the slowest ops and their sum beside the p50; then, for
+    each thread count with several artifacts, their op types side by side; then the notes."""
     out: list[Table | str] = []
+    notes: list[str] = []
     for r in results:
         name = Path(r.artifact).name
         if r.per_op is None:
             if r.per_op_note:
                 out.append(f"{name}: per-op timing unavailable — {r.per_op_note}")
             continue
-        by_type: dict[str, list[float]] = {}
-        for op in r.per_op:
-            by_type.setdefault(op["type"], []).append(op["time_us"])
-        total = sum(op["time_us"] for op in r.per_op) or 1.0
+        by_type = _time_by_type(r.per_op)
+        total = sum(by_type.values()) or 1.0
         title = f"{name} threads {r.threads or 'def'}: time by op type"
         t = Table(title=title, title_justify="left", min_width=len(title))
         for c in ("op type", "ops", "ms", "share"):
             t.add_column(c, justify="left" if c == "op type" else "right")
-        for kind, times in sorted(by_type.items(), key=lambda kv: -sum(kv[1])):
-            t.add_row(kind, str(len(times)), f"{sum(times) / 1000:.3f}", f"{sum(times) / total:.1%}")
+        for kind, us in by_type.items():
+            count = sum(op["type"] == kind for op in r.per_op)
+            t.add_row(kind, str(count), f"{us / 1000:.3f}", f"{us / total:.1%}")
         out.append(t)
         s = Table(title=f"slowest {top} ops", title_justify="left")
         for c in ("op", "type", "runs on", "ms"):
@@ -122,9 +124,40 @@ def per_op_tables(results: list[BenchResult], top: int = 10) -> list[Table | str
         for op in sorted(r.per_op, key=lambda o: -o["time_us"])[:top]:
             s.add_row(op["name"][-60:], op["type"], op.get("exec_type") or "-", f"{op['time_us'] / 1000:.3f}")
         out.append(s)
-        out.append(f"sum of the ops: {total / 1000:.3f} ms; whole-model p50: {r.latency_ms['p50']:.3f} ms"
-                   + (f". {r.per_op_note}" if r.per_op_note else ""))
-    return out
+        out.append(f"{name}: sum of the ops {total / 1000:.3f} ms; whole-model p50 {r.latency_ms['p50']:.3f} ms")
+        if r.per_op_note and r.per_op_note not in notes:
+            notes.append(r.per_op_note)
+    out.extend(_side_by_side(results))
+    return out + notes
+
+
+def _time_by_type(ops: list[dict]) -> dict[str, float]:
+    """op type -> total µs, slowest type first."""
+    by_type: dict[str, float] = {}
+    for op in ops:
+        by_type[op["type"]] = by_type.get(op["type"], 0.0) + op["time_us"]
+    return dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
+
+
+def _side_by_side(results: list[BenchResult]) -> list[Table]:
+    tables = []
+    for threads in dict.fromkeys(r.threads for r in results):
+        rows = [r for r in results if r.threads == threads and r.per_op is not None]
+        if len(rows) < 2:
+            continue
+        times = [_time_by_type(r.per_op) for r in rows]
+        kinds = sorted({k for t in times for k in t}, key=lambda k: -max(t.get(k, 0.0) for t in times))
+        t = Table(title=f"time by op type (ms), side by side, threads {threads or 'def'}",
+                  title_justify="left")
+        t.add_column("op type")
+        for r in rows:
+            t.add_column(Path(r.artifact).name, justify="right")
+        for kind in kinds:
+            t.add_row(kind, *(f"{tm[kind] / 1000:.3f}" if kind in tm else "-" for tm in times))
+        t.add_row("sum of the ops", *(f"{sum(tm.values()) / 1000:.3f}" for tm in times), style="bold")
+        t.add_row("whole-model p50", *(f"{r.latency_ms['p50']:.3f}" for r in rows), style="bold")
+        tables.append(t)
+    return tables
 
 
 def to_json(results: list[BenchResult]) -> str:
