@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import json
 import os
 import pwd
 import shutil
@@ -273,3 +274,53 @@ def test_cli_device_rows_and_failure_exit_code(home, sshd, onnx_model, tmp_path)
     assert out.returncode == 1
     assert "model_fp32.onnx" in out.stdout  # pi's row still reported
     assert "error: device 'down'" in out.stderr and "Traceback" not in out.stderr
+
+
+NO_SCHEMA = '''import sys
+
+
+class NoSchema:  # a runtime with an interpreter but no flatbuffer schema, as tflite-runtime
+    def find_spec(self, name, path=None, target=None):
+        if name == "ai_edge_litert.schema_py_generated":
+            raise ImportError("no schema on this device")
+
+
+sys.meta_path.insert(0, NoSchema())
+'''
+
+
+@pytest.fixture(scope="module")
+def tflite_model(tmp_path_factory):
+    pytest.importorskip("litert_torch", reason="needs the 'tflite' extra")
+    tmp = tmp_path_factory.mktemp("remote_tflite")
+    target = tmp / "tfl.yaml"
+    target.write_text(yaml.safe_dump({
+        "name": "tfl", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
+        "builds": [{"backend": "tflite", "precisions": ["fp32"], "why": "test"}]}))
+    convert(str(target), "mobilenet_v3_small", width=0.35, resolution=64, out=tmp / "out", calib_size=2)
+    return tmp / "out" / "model_fp32.tflite"
+
+
+def test_tflite_per_op_on_a_device_without_the_schema(home, sshd, tflite_model, tmp_path):
+    """The device's runtime cannot split the model (no schema, as tflite-runtime on Raspberry Pi
+    OS): edgekit splits it here, copies the one-op models over and the device times them."""
+    from edgekit.bench.runner import split_ops
+
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NO_SCHEMA)
+    alone = subprocess.run([VENV_PYTHON, "-m", "edgekit.bench.runner", json.dumps(
+        {"artifact": str(tflite_model), "threads": 1, "iterations": 2, "per_op": True})],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(blocker)})
+    result = json.loads(alone.stdout)
+    assert result["per_op"] is None and "pip install ai-edge-litert" in result["per_op_note"]
+
+    python = f"env PYTHONPATH={blocker} {VENV_PYTHON}"
+    devices = resolve_devices(["pi"], inventory(tmp_path / "devices.yaml", sshd, pi={"python": python}))
+    outcome = bench_remote(tflite_model, devices, threads=[1], iterations=2, warmup=1, per_op=True)
+    assert outcome.failures == []
+    [r] = outcome.results
+    ops, _ = split_ops(str(tflite_model))
+    assert [(op["name"], op["type"]) for op in r.per_op] == [(op["name"], op["type"]) for op in ops]
+    assert all(op["time_us"] > 0 for op in r.per_op) and "timed alone" in r.per_op_note
+    assert not Path(r.extra["remote_dir"]).exists()  # the one-op models went with the rest

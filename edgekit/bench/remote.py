@@ -25,6 +25,7 @@ import posixpath
 import re
 import shlex
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +39,7 @@ from ..errors import EdgekitError, InputError, MissingDependencyError, suggest, 
 from ..manifest import MANIFEST_NAME, Manifest
 from ..targets import _build
 from .local import RUNNER, BenchResult, BenchSettings, _result, artifacts_in
+from .runner import split_ops
 
 INVENTORY_NAME = "devices.yaml"
 CONNECT_TIMEOUT = 10.0  # seconds, for TCP connect, banner and authentication
@@ -412,6 +414,22 @@ def _sidecars(artifact: Path) -> list[Path]:
     return [artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else []
 
 
+def _put_op_models(session: RemoteSession, artifact: Path) -> dict | None:
+    """Split a .tflite into one-op models here and copy them over: tflite-runtime, as on Raspberry
+    Pi OS, has no flatbuffer schema to split with, only the interpreter to time them."""
+    try:
+        ops, weight_ops = split_ops(str(artifact))
+    except ImportError:  # no ai-edge-litert here: the runner splits on the device or says why not
+        return None
+    entries = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, op in enumerate(ops):
+            local = Path(tmp) / f"{artifact.stem}.op{i:04d}.tflite"
+            local.write_bytes(op["content"])
+            entries.append({"file": session.put(local), "name": op["name"], "type": op["type"]})
+    return {"ops": entries, "weight_ops": weight_ops}
+
+
 def bench_device(device: Device, artifacts: list[tuple[Path, str, str, dict | None]],
                  settings: list[BenchSettings], trust_new_host: bool = False,
                  progress: Callable[[str], None] | None = None) -> RemoteOutcome:
@@ -434,10 +452,15 @@ def bench_device(device: Device, artifacts: list[tuple[Path, str, str, dict | No
                     if extra.is_file():
                         session.put(extra)
                 remote = session.put(artifact)
+                per_op = artifact.suffix == ".tflite" and any(s.per_op for s in settings)
+                op_models = _put_op_models(session, artifact) if per_op else None
                 for s in settings:
                     say(f"{device.name}: {artifact.name} ({backend} {precision}), "
                         f"threads {s.threads or 'default'}")
-                    data = session.run_runner(s.runner_config(remote))
+                    config = s.runner_config(remote)
+                    if s.per_op and op_models:
+                        config["op_models"] = op_models
+                    data = session.run_runner(config)
                     result = _result(data, artifact, backend, precision, parity, device=device.name)
                     result.extra.update(remote_dir=session.dir, remote_artifact=data["artifact"],
                                         address=device.address)

@@ -97,51 +97,43 @@ class TFLiteModel:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output_index)
 
-    def per_op(self, runs):
+    def per_op(self, runs, op_models=None):
         """LiteRT's Python API has no op profiler, so each op of the main graph runs alone: in a
-        one-op model of its own (same tensors, weights, threads and delegate), ``runs`` (at least
-        50) times, median per op. Ops alone miss their neighbours' warm caches and
-        fusions: the report sets their sum beside the whole model's p50."""
+        one-op model of its own (same tensors, weights, threads and delegate; split_ops),
+        ``runs`` (at least 50) times, median per op. Ops alone miss their neighbours' warm caches
+        and pay a whole invoke each: the report sets their sum beside the whole model's p50.
+        ``op_models``: the split made elsewhere (for a device whose runtime has no schema), as
+        {"ops": [{"file", "name", "type"}], "weight_ops": [...]}."""
         import numpy as np
 
-        try:
-            from ai_edge_litert import schema_py_generated as fb
-            from ai_edge_litert.tools import flatbuffer_utils as fbu
-        except ImportError:
-            self.per_op_note = ("per-op timing splits the model with ai-edge-litert's flatbuffer "
-                                "schema: pip install ai-edge-litert")
-            return None
-        with open(self.path, "rb") as f:
-            model = fbu.read_model_from_bytearray(bytearray(f.read()))
-        graph = model.subgraphs[0]
-        op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
-        producers = _constant_producers(model)
-        ops, failed, weight_ops = [], [], []
-        for k, op in enumerate(graph.operators):
-            code = model.operatorCodes[op.opcodeIndex]
-            kind = code.customCode.decode() if code.customCode else \
-                op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
-            if op.outputs is not None and all(producers.get(i) is op for i in op.outputs):
-                weight_ops.append(kind)  # prepared once at load, inside the ops they feed
-                continue
-            content = bytes(fbu.convert_object_to_bytearray(_one_op_model(fb, model, op, producers)))
+        if op_models is None:
             try:
-                alone = self._op_interpreter(content, np)
+                ops, weight_ops = split_ops(self.path)
+            except ImportError:
+                self.per_op_note = ("per-op timing splits the model with ai-edge-litert's flatbuffer "
+                                    "schema: pip install ai-edge-litert")
+                return None
+        else:
+            ops, weight_ops = [], op_models["weight_ops"]
+            for entry in op_models["ops"]:
+                with open(entry["file"], "rb") as f:
+                    ops.append({"name": entry["name"], "type": entry["type"], "content": f.read()})
+        timed, failed = [], []
+        for row in ops:
+            try:
+                alone = self._op_interpreter(row["content"], np)
             except Exception:  # an op that cannot stand alone (control flow, a custom op's resolver)
-                failed.append(kind)
+                failed.append(row["type"])
                 continue
             delegated = any(o["op_name"] == "DELEGATE" for o in alone._get_ops_details())
-            shapes = [graph.tensors[i].shape for i in (op.inputs[0], op.outputs[0]) if i >= 0]
-            ops.append({"name": f"#{k} " + " -> ".join("x".join(map(str, sh)) for sh in shapes),
-                        "type": kind, "exec_type": "XNNPACK" if delegated else "LiteRT kernel",
-                        "content": content, "samples": []})
+            timed.append({**row, "exec_type": "XNNPACK" if delegated else "LiteRT kernel", "samples": []})
             del alone
         # A few passes over all ops, each op several times in a row (its thread pool awake, as the
         # whole model's is between ops) so that a slow spell hits every op alike. One interpreter
         # at a time: an idle one's pool still spinning would take a core from the next.
         per_pass = -(-max(runs, TFLITE_OP_RUNS) // TFLITE_OP_PASSES)
         for _ in range(TFLITE_OP_PASSES):
-            for row in ops:
+            for row in timed:
                 alone = self._op_interpreter(row["content"], np)
                 for i in range(TFLITE_OP_WARMUP + per_pass):
                     t0 = time.perf_counter_ns()
@@ -157,7 +149,7 @@ class TFLiteModel:
         if failed:
             self.per_op_note += f"; {len(failed)} op(s) could not run alone: {', '.join(sorted(set(failed)))}"
         return [{"name": r["name"], "type": r["type"], "exec_type": r["exec_type"],
-                 "time_us": float(np.median(r["samples"])) / 1e3} for r in ops]
+                 "time_us": float(np.median(r["samples"])) / 1e3} for r in timed]
 
     def _op_interpreter(self, content, np):
         alone = self.interpreter_mod.Interpreter(model_content=content, num_threads=self.threads)
@@ -166,6 +158,32 @@ class TFLiteModel:
             alone.set_tensor(d["index"], _random_input(np, tuple(d["shape"]), d["dtype"]))
         alone.invoke()
         return alone
+
+
+def split_ops(path):
+    """The main graph of the .tflite at ``path`` as one-op models: ([{"name", "type", "content"}],
+    types of the ops that only prepare weights, which stay with the op they feed). Needs
+    ai-edge-litert's flatbuffer schema (ImportError without it)."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    with open(path, "rb") as f:
+        model = fbu.read_model_from_bytearray(bytearray(f.read()))
+    graph = model.subgraphs[0]
+    op_names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    producers = _constant_producers(model)
+    ops, weight_ops = [], []
+    for k, op in enumerate(graph.operators):
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = code.customCode.decode() if code.customCode else \
+            op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+        if op.outputs is not None and all(producers.get(i) is op for i in op.outputs):
+            weight_ops.append(kind)  # prepared once at load, inside the ops they feed
+            continue
+        shapes = [graph.tensors[i].shape for i in (op.inputs[0], op.outputs[0]) if i >= 0]
+        ops.append({"name": f"#{k} " + " -> ".join("x".join(map(str, sh)) for sh in shapes), "type": kind,
+                    "content": bytes(fbu.convert_object_to_bytearray(_one_op_model(fb, model, op, producers)))})
+    return ops, weight_ops
 
 
 def _constant_producers(model):
@@ -428,7 +446,8 @@ def run(config: dict) -> dict:
         "n": len(samples), "host": _host(),
     }
     if config.get("per_op"):
-        result["per_op"] = model.per_op(int(config.get("per_op_runs", 20)))
+        extra = {"op_models": config["op_models"]} if config.get("op_models") else {}
+        result["per_op"] = model.per_op(int(config.get("per_op_runs", 20)), **extra)
         if getattr(model, "per_op_note", None):
             result["per_op_note"] = model.per_op_note
     return result
