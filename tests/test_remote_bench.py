@@ -102,15 +102,20 @@ def home(tmp_path, monkeypatch, sshd):
     return home
 
 
+def _fp32_artifact(tmp: Path, backend: str) -> Path:
+    """A tiny MobileNetV3-Small (0.35 at 64 px) fp32 artifact built by ``backend``."""
+    target = tmp / "target.yaml"
+    target.write_text(yaml.safe_dump({
+        "name": "tiny", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
+        "builds": [{"backend": backend, "precisions": ["fp32"], "why": "test"}]}))
+    manifest = convert(str(target), "mobilenet_v3_small", width=0.35, resolution=64, out=tmp / "out",
+                       calib_size=2)
+    return tmp / "out" / manifest.artifacts[0].path
+
+
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("remote")
-    target = tmp / "ort.yaml"
-    target.write_text(yaml.safe_dump({
-        "name": "ort", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
-        "builds": [{"backend": "onnxruntime", "precisions": ["fp32"], "why": "test"}]}))
-    convert(str(target), "mobilenet_v3_small", width=0.35, resolution=64, out=tmp / "out", calib_size=2)
-    return tmp / "out" / "model_fp32.onnx"
+    return _fp32_artifact(tmp_path_factory.mktemp("remote"), "onnxruntime")
 
 
 def inventory(path: Path, sshd, **devices) -> Path:
@@ -292,13 +297,7 @@ sys.meta_path.insert(0, NoSchema())
 @pytest.fixture(scope="module")
 def tflite_model(tmp_path_factory):
     pytest.importorskip("litert_torch", reason="needs the 'tflite' extra")
-    tmp = tmp_path_factory.mktemp("remote_tflite")
-    target = tmp / "tfl.yaml"
-    target.write_text(yaml.safe_dump({
-        "name": "tfl", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
-        "builds": [{"backend": "tflite", "precisions": ["fp32"], "why": "test"}]}))
-    convert(str(target), "mobilenet_v3_small", width=0.35, resolution=64, out=tmp / "out", calib_size=2)
-    return tmp / "out" / "model_fp32.tflite"
+    return _fp32_artifact(tmp_path_factory.mktemp("remote_tflite"), "tflite")
 
 
 def test_tflite_per_op_on_a_device_without_the_schema(home, sshd, tflite_model, tmp_path):
