@@ -129,7 +129,6 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
         get_backend(job.build.backend).require()
     out_dir = Path(out) if out is not None else Path("build") / profile.name
     with output_folder(out_dir):
-
         source = resolve_source(model, weights, width, resolution)
         notices = []
         if source.meta.weights == "random":

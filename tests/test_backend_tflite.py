@@ -469,6 +469,19 @@ def test_per_op_times_every_op_alone(int8):
     assert "timed alone" in result["per_op_note"]
 
 
+def test_per_op_that_cannot_split_keeps_the_benchmark(int8, monkeypatch):
+    from edgekit.bench import runner
+
+    def broken(path):
+        raise ValueError("unexpected flatbuffer")
+
+    monkeypatch.setattr(runner, "split_ops", broken)
+    result = runner.run({"artifact": str(int8.path), "threads": 1, "iterations": 3, "per_op": True})
+    assert result["n"] == 3 and result["latency_ms"]["p50"] > 0  # the timing survives
+    assert result["per_op"] is None
+    assert result["per_op_note"] == "could not split the model into ops: ValueError: unexpected flatbuffer"
+
+
 def test_one_op_model_reproduces_the_op_in_the_graph(int8):
     """Each one-op model, fed what the op gets inside the whole model, gives what the op gives
     there: same weights, quantization and options (checked without delegates, bit for bit)."""

@@ -113,6 +113,9 @@ class TFLiteModel:
                 self.per_op_note = ("per-op timing splits the model with ai-edge-litert's flatbuffer "
                                     "schema: pip install ai-edge-litert")
                 return None
+            except Exception as exc:  # a file the interpreter runs but the schema cannot split
+                self.per_op_note = f"could not split the model into ops: {type(exc).__name__}: {exc}"
+                return None
         else:
             ops, weight_ops = [], op_models["weight_ops"]
             for entry in op_models["ops"]:
