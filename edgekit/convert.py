@@ -17,9 +17,9 @@ from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_ba
 from .calibration import CalibrationSet, load_calibration
 from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
-from .errors import InputError, ParityError
-from .fileio import output_folder
-from .manifest import ArtifactRecord, Manifest, sha256_of
+from .errors import EdgekitError, InputError, ParityError
+from .fileio import publish, staged_folder
+from .manifest import MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
 from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
 from .parity import Tolerance, compare
@@ -128,7 +128,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     for job in jobs:  # fail on a missing runtime before spending minutes on the others
         get_backend(job.build.backend).require()
     out_dir = Path(out) if out is not None else Path("build") / profile.name
-    with output_folder(out_dir):
+    with staged_folder(out_dir) as staging:
         source = resolve_source(model, weights, width, resolution)
         notices = []
         if source.meta.weights == "random":
@@ -154,7 +154,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                 metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
                 say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
                     f"images from {validation.source}")
-            pending = {job: _submit(worker, job, profile, source, rounding, calibration, out_dir, say,
+            pending = {job: _submit(worker, job, profile, source, rounding, calibration, staging, say,
                                     tuple(float_layers)) for job in offload}
             pending = {job: future for job, future in pending.items() if future is not None}
 
@@ -164,7 +164,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                                                "labelled": validation.targets is not None})
             records = {}
             for job in [j for j in jobs if j not in pending] + list(pending):
-                records[job] = _build_one(job, profile, source, rounding, calibration, validation, out_dir,
+                records[job] = _build_one(job, profile, source, rounding, calibration, validation, staging,
                                           check_agreement=source.meta.weights != "random", say=say,
                                           budget=max_accuracy_drop, float_layers=tuple(float_layers),
                                           max_float=max_float_layers, built=pending.get(job))
@@ -173,11 +173,28 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             manifest.artifacts.append(records[job])
             if records[job].parity_failures:
                 failures.append(f"{records[job].path}: {'; '.join(records[job].parity_failures)}")
-        manifest.write(out_dir)
-        say(f"manifest: {out_dir / 'manifest.json'}")
+        manifest.write(staging)
+        _publish(manifest, staging, out_dir, say)
+        say(f"manifest: {out_dir / MANIFEST_NAME}")
         if failures and check:
             raise ParityError("parity check failed for " + " | ".join(failures))
         return manifest
+
+
+def _publish(manifest: Manifest, staging: Path, out_dir: Path, say: Progress) -> None:
+    """Move the build into ``out_dir``; the files of a previous build there that this one does
+    not replace go with its manifest, so the folder holds this build and nothing it does not list."""
+    new = [name for record in manifest.artifacts for name in record.files]
+    try:
+        old = Manifest.read(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
+    except EdgekitError:
+        old = None  # an unreadable manifest lists nothing we could safely remove
+    stale = sorted({Path(name).name for record in (old.artifacts if old else []) for name in record.files} - set(new))
+    stale = [name for name in stale if (out_dir / name).is_file()]
+    if stale:
+        say(f"removed from {out_dir} the previous build's {', '.join(stale)} (not in this build)")
+    publish(staging, out_dir, new, MANIFEST_NAME, stale)
+    manifest.folder = out_dir
 
 
 def _int8_weights(source: ModelSource, calibration: CalibrationSet, jobs: list[Job], rounding: str,
@@ -317,6 +334,8 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: 
             artifact = backend.convert(_built_from(job, setup, source, rounding), job.precision,
                                        calibration if int8 else None, path, options)
         seconds = time.perf_counter() - start
+    if artifact.details.get("notice"):
+        say(f"{job.label}: note: {artifact.details['notice']}")
     session = backend.load(artifact)
     images, reference = validation.images, validation.reference
     parity = compare(reference, session.run(images))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,24 +33,39 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def output_folder(folder: Path) -> Iterator[Path]:
-    """Create ``folder`` (checking it is writable); if the block fails, remove the folders this
-    created that are still empty, so a failed run leaves no empty build/ behind."""
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """Create ``folder`` (checking it is writable) and yield a hidden staging folder inside it:
+    build there, then ``publish``. Whatever the block leaves unpublished is removed; if it fails,
+    ``folder`` is left as it was, and the folders this created are removed, so a failed or
+    interrupted run changes nothing."""
     created = [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".edgekit-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        staging = Path(tempfile.mkdtemp(prefix=".edgekit-build-", dir=folder))
     except OSError as exc:
         raise InputError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
     try:
-        yield folder
+        yield staging
     except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         for path in created:  # deepest first
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, folder: Path, names: list[str], index: str, stale: list[str]) -> None:
+    """Move ``names`` from ``staging`` into ``folder``, the ``index`` file (a manifest) last. The
+    old index goes first and the ``stale`` files of the build it listed with it, so a crash
+    half-way leaves files without an index, never an index that lies about them."""
+    with contextlib.suppress(FileNotFoundError):
+        (folder / index).unlink()
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            (folder / name).unlink()
+    for name in [n for n in names if n != index] + [index]:
+        os.replace(staging / name, folder / name)
 
 
 def _umask() -> int:

@@ -116,6 +116,37 @@ def test_failed_convert_keeps_an_existing_output_folder(tmp_path):
     assert (tmp_path / "o").is_dir() and not list((tmp_path / "o").iterdir())
 
 
+def _folder_state(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_build_that_fails_late_leaves_the_previous_build_untouched(tmp_path, ort_target):
+    out = tmp_path / "o"
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    before = _folder_state(out)
+    # --float-layers is checked once the fp32 artifact is built: the run fails half-way
+    with pytest.raises(InputError, match="no layer named"):
+        convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=128, out=out, calib_size=4,
+                float_layers=("no.such.layer",))
+    assert _folder_state(out) == before
+    with pytest.raises(InputError, match="no layer named"):
+        convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "new" / "o",
+                calib_size=4, float_layers=("no.such.layer",))
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_partial_rebuild_leaves_only_what_its_manifest_lists(tmp_path, ort_target):
+    out = tmp_path / "o"
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    (out / "notes.txt").write_text("mine")
+    said = []
+    m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4,
+                precision="fp32", progress=said.append)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp32.onnx", "notes.txt"]
+    assert [a.path for a in Manifest.read(out).artifacts] == ["model_fp32.onnx"] and m.folder == out
+    assert any("previous build's model_int8.onnx" in s for s in said)
+
+
 def test_unreadable_images_are_skipped_and_counted(tmp_path, ort_target):
     from shutil import copy
 

@@ -204,6 +204,8 @@ def test_compiler_absent_gives_the_uncompiled_model(uncompiled, small, calibrati
     assert uncompiled.path.name == "m_int8_edgetpu_uncompiled.tflite"
     assert uncompiled.details["compiled"] is False
     assert uncompiled.details["compiler"] == COMPILER_MISSING
+    assert "not found: wrote the uncompiled" in uncompiled.details["notice"]
+    assert uncompiled.details["precheck"]["path"] == uncompiled.path.name  # not a deleted temp copy
     assert uncompiled.input.dtype == "uint8" and uncompiled.input.layout == "NHWC"
     assert uncompiled.details["fully_integer"] and uncompiled.details["io_dtype"] == "uint8"
     json.dumps(uncompiled.details)

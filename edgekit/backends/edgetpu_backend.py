@@ -135,19 +135,21 @@ class EdgeTPUBackend(Backend):
             plain.write_bytes(data)
             built = tflite.describe_built(plain, precision, details)  # input spec, ops, XNNPACK
             report = check(plain)
-            details = dict(built.details, precheck=report.to_dict())
             if compiler is None:
                 target = out.with_name(stem + UNCOMPILED_SUFFIX)
                 with atomic_path(target) as tmp_out:
                     shutil.copyfile(plain, tmp_out)
-                details.update(compiled=False, compiler=COMPILER_MISSING)
+                details = dict(built.details, compiled=False, compiler=COMPILER_MISSING,
+                               notice=f"{COMPILER} not found: wrote the uncompiled full-integer model "
+                                      f"{target.name} (runs on the CPU; compile it for the Edge TPU)")
             else:
                 compiled, log = self._compile(compiler, plain, Path(tmp))
                 target = out
                 with atomic_path(target) as tmp_out:
                     shutil.copyfile(compiled, tmp_out)
-                details.update(compiled=True, compiler=parse_compiler_log(log),
+                details = dict(built.details, compiled=True, compiler=parse_compiler_log(log),
                                ops=dict(_count(check(target))))
+        details["precheck"] = {**report.to_dict(), "path": target.name}  # not the temporary copy
         return Artifact(target, self.name, precision, built.input, [target], details)
 
     @staticmethod
