@@ -29,6 +29,7 @@ from .int8_weights import ROUNDINGS, Int8Weights, round_weights
 
 DEFAULT_CALIB_SIZE = 200
 ARTIFACT_STEM = "model"
+MIN_AGREEMENT_IMAGES = 50  # fewer parity images: top-1 agreement is too coarse to enforce
 
 BACKEND_DEFAULT = "default"  # calibration method: each backend's default_calibration_method
 REPORT_IMAGES = 32  # images the per-layer report runs on when mixed precision needs a ranking
@@ -149,6 +150,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                        and (max_accuracy_drop is None or not get_backend(job.build.backend).mixed_precision)]
             worker.start({job.build.backend for job in offload})
             validation = _validation(source, calibration, val, val_size)
+            check_agreement = _agreement_checked(source, validation, notices, say)
             rounding = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
             if max_accuracy_drop is not None:
                 metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
@@ -161,11 +163,12 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
                                 calibration=_calibration_record(calibration, jobs, rounding),
                                 parity_images={"source": validation.source, "n_images": len(validation.images),
-                                               "labelled": validation.targets is not None})
+                                               "labelled": validation.targets is not None,
+                                               "agreement_enforced": check_agreement})
             records = {}
             for job in [j for j in jobs if j not in pending] + list(pending):
                 records[job] = _build_one(job, profile, source, rounding, calibration, validation, staging,
-                                          check_agreement=source.meta.weights != "random", say=say,
+                                          check_agreement=check_agreement, say=say,
                                           budget=max_accuracy_drop, float_layers=tuple(float_layers),
                                           max_float=max_float_layers, built=pending.get(job))
         failures = []
@@ -241,6 +244,22 @@ def _calibration_record(calibration: CalibrationSet, jobs: list[Job],
         methods = {b: get_backend(b).default_calibration_method for b in backends}
         record["method"] = next(iter(methods.values())) if len(set(methods.values())) == 1 else methods
     return record
+
+
+def _agreement_checked(source: ModelSource, validation: Validation, notices: list[str],
+                       say: Progress) -> bool:
+    """Top-1 agreement is a tolerance only for real weights on enough images: on the 13 bundled
+    photos one image is 7.7 points, and a sound int8 build can land anywhere from 70 to 100%."""
+    if source.meta.weights == "random":
+        return False
+    n = len(validation.images)
+    if n >= MIN_AGREEMENT_IMAGES:
+        return True
+    notice = (f"top-1 agreement is reported, not enforced: {n} parity images (one image = "
+              f"{100 / n:.1f} points); give --calib or --val at least {MIN_AGREEMENT_IMAGES} photos")
+    notices.append(notice)
+    say(f"notice: {notice}")
+    return False
 
 
 def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Path | None,

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -145,6 +146,32 @@ def test_a_partial_rebuild_leaves_only_what_its_manifest_lists(tmp_path, ort_tar
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp32.onnx", "notes.txt"]
     assert [a.path for a in Manifest.read(out).artifacts] == ["model_fp32.onnx"] and m.folder == out
     assert any("previous build's model_int8.onnx" in s for s in said)
+
+
+def test_agreement_is_enforced_only_on_enough_parity_images(tmp_path, ort_target):
+    from dataclasses import replace
+
+    from edgekit.models import create
+
+    data = yaml.safe_load(Path(ort_target).read_text())
+    data["parity"] = {"int8_min_agreement": 1.0}
+    Path(ort_target).write_text(yaml.safe_dump(data))
+    model = create("mobilenet_v3_small", width=0.75, resolution=96)
+    model.meta = replace(model.meta, weights="trained.pth")  # weights that are not random
+    said = []
+    m = convert(ort_target, model, out=tmp_path / "o", precision="int8", calib_size=4, progress=said.append)
+    assert m.parity_images["agreement_enforced"] is False
+    assert any("reported, not enforced: 4 parity images (one image = 25.0 points)" in s for s in said)
+    assert any("not enforced" in n for n in m.notices)
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "photos").mkdir()
+    for i in range(50):
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{i}.png")
+    m = convert(ort_target, model, out=tmp_path / "o", precision="int8", calib=tmp_path / "photos",
+                check=False)
+    assert m.parity_images["agreement_enforced"] is True and not m.notices
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path, ort_target):
