@@ -46,6 +46,9 @@ def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
     def resolve(cls: str, where: str) -> int:
         cls = cls.strip()
         if cls.lstrip("-").isdigit():
+            if cls.startswith("-"):  # -1 would pass as TF's "background" output and score 0%
+                raise InputError(f"{where}: class index {cls} is negative (classes are 0-based "
+                                 "indices or label names)")
             k = int(cls) + offset
         elif cls.lower().replace("_", " ") in names:
             k = names[cls.lower().replace("_", " ")]
@@ -89,15 +92,16 @@ def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
     return LabelledSet([files[i] for i in order], np.asarray([targets[i] for i in order]), str(path))
 
 
-def load_images(dataset: LabelledSet, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, int]:
-    """Preprocessed images, their targets, and how many files could not be read."""
-    images, targets, skipped = [], [], 0
+def load_images(dataset: LabelledSet, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Preprocessed images, their targets, and the files that could not be read (missing or
+    undecodable), so that they can be named."""
+    images, targets, unreadable = [], [], []
     for f, t in zip(dataset.files, dataset.targets):
         try:
             images.append(pre.apply(load_image(f)))
             targets.append(t)
         except InputError:
-            skipped += 1
+            unreadable.append(f)
     if not images:
         raise InputError(f"none of the images in {dataset.source} could be read")
-    return np.stack(images), np.asarray(targets), skipped
+    return np.stack(images), np.asarray(targets), unreadable

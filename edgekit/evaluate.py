@@ -39,6 +39,7 @@ class Candidate:
     labels: list[str] | None
     num_classes: int
     float_source: "Path | None" = None  # checkpoint the artifact was converted from
+    folder: "Path | None" = None  # the convert folder it belongs to (None: a bare checkpoint)
 
 
 def candidates(paths: list[Path]) -> list[Candidate]:
@@ -50,11 +51,12 @@ def candidates(paths: list[Path]) -> list[Candidate]:
             source = _checkpoint_of(manifest)
             if source is not None:
                 out.append(Candidate(source, "pytorch", "fp32", meta.preprocessing,
-                                     list(meta.labels or []) or None, meta.num_classes, source))
+                                     list(meta.labels or []) or None, meta.num_classes, source,
+                                     manifest.folder))
             for a in manifest.artifacts:
                 out.append(Candidate(manifest.artifact_path(a), a.backend, a.precision,
                                      meta.preprocessing, list(meta.labels or []) or None, meta.num_classes,
-                                     source))
+                                     source, manifest.folder))
         elif path.suffix in (".pth", ".pt", ".safetensors"):
             model = load_checkpoint(path)
             m = model.meta
@@ -67,7 +69,8 @@ def candidates(paths: list[Path]) -> list[Candidate]:
             manifest, record = record_for(path, "evaluation")
             meta = manifest.model_meta()
             out.append(Candidate(path, record.backend, record.precision, meta.preprocessing,
-                                 list(meta.labels or []) or None, meta.num_classes, _checkpoint_of(manifest)))
+                                 list(meta.labels or []) or None, meta.num_classes, _checkpoint_of(manifest),
+                                 manifest.folder))
     if not out:
         raise InputError("nothing to evaluate")
     unique = {c.path.resolve(): c for c in reversed(out)}  # a checkpoint named twice runs once
@@ -82,15 +85,29 @@ def _checkpoint_of(manifest: Manifest) -> Path | None:
 
 
 def _reference(c: Candidate, cands: list[Candidate]) -> Candidate | None:
-    """What ``c`` is compared with: the checkpoint it was converted from when that is being
-    evaluated, else the first PyTorch model, else the first fp32 artifact."""
+    """The float model ``c`` is compared with: the checkpoint it was converted from when that is
+    being evaluated, else the first fp32 artifact of its own convert folder. None for a checkpoint
+    and when neither is at hand: agreement with another model's outputs would mean nothing."""
+    if c.backend == "pytorch":
+        return None
     if c.float_source is not None:
-        own = next((r for r in cands if r.backend == "pytorch" and r.float_source is not None
-                    and r.float_source.resolve() == c.float_source.resolve()), None)
-        if own is not None and own is not c:
+        source = c.float_source.resolve()
+        own = next((r for r in cands if r.backend == "pytorch" and r.path.resolve() == source), None)
+        if own is not None:
             return own
-    return next((r for r in cands if r.backend == "pytorch"),
-                next((r for r in cands if r.precision == "fp32"), None))
+    if c.folder is not None:
+        folder = c.folder.resolve()
+        fp32 = next((r for r in cands if r.backend != "pytorch" and r.precision == "fp32"
+                     and r.folder is not None and r.folder.resolve() == folder), None)
+        if fp32 is not c:
+            return fp32
+    return None
+
+
+def _skipped_message(unreadable: list[Path], shown: int = 5) -> str:
+    more = ", ..." if len(unreadable) > shown else ""
+    return (f"skipped {len(unreadable)} unreadable image(s): "
+            + ", ".join(str(f) for f in unreadable[:shown]) + more)
 
 
 def _predict(c: Candidate, images: np.ndarray) -> np.ndarray:
@@ -108,21 +125,24 @@ def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None
         raise InputError("the models to compare have different numbers of classes")
     dataset = load_labelled(data, first.labels, first.num_classes, limit)
     say(f"{len(dataset)} labelled images from {dataset.source}")
-    cache: dict[Preprocessing, tuple[np.ndarray, np.ndarray, int]] = {}
+    cache: dict[Preprocessing, tuple[np.ndarray, np.ndarray, list[Path]]] = {}
     logits = []
     for c in cands:
         if c.preprocessing not in cache:
             cache[c.preprocessing] = load_images(dataset, c.preprocessing)
-        images, targets, skipped = cache[c.preprocessing]
+            unreadable = cache[c.preprocessing][2]
+            if unreadable and len(cache) == 1:  # the same files fail for every preprocessing
+                say(_skipped_message(unreadable))
+        images, targets, unreadable = cache[c.preprocessing]
         say(f"{c.path.name}: {c.backend} {c.precision}")
-        logits.append((c, _predict(c, images), targets, skipped))
+        logits.append((c, _predict(c, images), targets, len(unreadable)))
     top1_of = {id(c): lg.argmax(1) for c, lg, _, _ in logits}
     results = []
     for c, lg, targets, skipped in logits:
         top5 = np.argsort(-lg, axis=1)[:, :5]
         agree = None
         reference = _reference(c, cands)
-        if reference is not None and reference is not c and len(top1_of[id(reference)]) == len(lg):
+        if reference is not None and len(top1_of[id(reference)]) == len(lg):
             agree = float(np.mean(lg.argmax(1) == top1_of[id(reference)]))
         results.append(EvalResult(str(c.path), c.backend, c.precision,
                                   float(np.mean(top5[:, 0] == targets)),

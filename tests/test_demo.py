@@ -309,6 +309,68 @@ def test_undecodable_frames_are_skipped(assets, tmp_path):
     assert s.frames == 3 and s.undecodable == 1 and "broken.jpg" in " ".join(s.notices)
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A small random 4-class model: enough for the paths that do not judge predictions."""
+    from edgekit.models import create
+    from edgekit.models.weights import save_checkpoint
+
+    model = create("mobilenet_v3_small", width=0.75, resolution=96, num_classes=4,
+                   labels=["cat", "cup", "rocket", "wall"])
+    return save_checkpoint(model.eval(), tmp_path_factory.mktemp("tiny") / "tiny.pth")
+
+
+def _image_folder(folder: Path, names: list[str]) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in names:
+        cv2.imwrite(str(folder / name), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    return folder
+
+
+def test_image_folder_with_no_readable_image_fails(tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    code, _, err = cli_inprocess(capsys, tiny_checkpoint, "--source", folder, "--headless")
+    assert code == 2 and "Traceback" not in err
+    [line] = [m for m in err.splitlines() if m.startswith("error:")]
+    assert f"none of the 1 image(s) in {folder} could be read: broken.jpg" in line
+
+
+def test_jsonl_names_the_image_files(tiny_checkpoint, tmp_path):
+    folder = _image_folder(tmp_path / "images", ["a.png", "c.jpg"])
+    (folder / "b.jpg").write_bytes(b"not an image")
+    jsonl = tmp_path / "p.jsonl"
+    s = run_demo(load_classifier(tiny_checkpoint), DemoOptions(source=str(folder), headless=True,
+                                                               jsonl=jsonl))
+    assert s.exit_code == 0 and s.frames == 2 and s.undecodable == 1
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [(line["frame"], line["file"]) for line in lines] == [(0, "a.png"), (2, "c.jpg")]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--source", "no-such-video.mp4"], "video file not found: no-such-video.mp4"),
+    (["--source", "{empty}"], "no images in"),
+    (["--source", "{images}", "--output", "x.xyz"], "--output x.xyz: use one of"),
+    (["--source", "{images}", "--output", "{tmp}/nodir/out.mp4"],
+     "--output folder {tmp}/nodir does not exist"),
+    (["--source", "{images}", "--jsonl", "{tmp}/nodir/p.jsonl"], "--jsonl folder {tmp}/nodir does not exist"),
+])
+def test_bad_source_or_output_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, args, message):
+    """A convert folder can take a 20-run latency probe per artifact: check the cheap things first."""
+    import edgekit.demo
+
+    loaded = []
+    monkeypatch.setattr(edgekit.demo, "load_classifier", lambda *a, **k: loaded.append(a))
+    paths = {"empty": tmp_path / "empty", "images": _image_folder(tmp_path / "images", ["a.png"]),
+             "tmp": tmp_path}
+    paths["empty"].mkdir()
+    code, _, err = cli_inprocess(capsys, "some-folder", *[a.format(**paths) for a in args], "--headless")
+    assert code == 2 and message.format(**paths) in err and "Traceback" not in err
+    assert loaded == []
+
+
 class FakeCamera:
     """cv2.VideoCapture stand-in: delivers ``frames`` frames, then nothing (unplugged)."""
 

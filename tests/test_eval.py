@@ -61,8 +61,10 @@ def test_eval_cli_json_and_tsv(setup, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert set(rows[0]) == {"path", "backend", "precision", "top1", "top5", "n", "agreement_with_float"}
+    assert set(rows[0]) == {"path", "backend", "precision", "top1", "top5", "n", "agreement_with_float",
+                            "skipped_unreadable"}
     assert rows[1]["n"] == 2 and rows[1]["agreement_with_float"] is not None
+    assert rows[1]["skipped_unreadable"] == 0
 
 
 def test_bad_labelled_data(setup, tmp_path):
@@ -101,4 +103,78 @@ def test_each_artifact_is_compared_with_its_own_checkpoint(tmp_path):
     cands = [ca, art_a, cb, art_b, loose]
     assert _reference(art_a, cands) is ca
     assert _reference(art_b, cands) is cb
-    assert _reference(loose, cands) is ca  # no known source: the first PyTorch model
+    assert _reference(loose, cands) is None  # no known source: another model's output means nothing
+    assert _reference(ca, cands) is None and _reference(cb, cands) is None
+
+
+def test_two_checkpoints_do_not_agree_with_each_other(setup):
+    """B's agreement with A (a different model) was shown as B's agreement with float."""
+    tmp, ckpt, data = setup
+    other = create("mobilenet_v3_small", width=0.75, resolution=96, num_classes=4, labels=LABELS)
+    randomize_statistics(other)
+    other_ckpt = save_checkpoint(other.eval(), tmp / "other.pth")
+    results = evaluate([ckpt, other_ckpt], data)
+    assert [r.agreement_with_float for r in results] == [None, None]
+
+
+def test_two_folders_each_against_their_own_float(setup, tmp_path):
+    """A folder whose checkpoint is gone compares its artifacts with its own fp32 artifact, never
+    with another folder's checkpoint; the table tells the two model_fp32.onnx apart."""
+    tmp, ckpt, data = setup
+    orphan = tmp_path / "orphan"
+    shutil.copytree(tmp / "out", orphan)
+    manifest = json.loads((orphan / "manifest.json").read_text())
+    manifest["model"]["weights"] = str(tmp_path / "deleted.pth")
+    (orphan / "manifest.json").write_text(json.dumps(manifest))
+    results = evaluate([tmp / "out", orphan], data)
+    assert [(r.backend, r.precision) for r in results] == [
+        ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    own_fp32, own_int8, orphan_fp32, orphan_int8 = results[1:]
+    assert own_fp32.agreement_with_float == 1.0 and own_int8.agreement_with_float is not None
+    assert orphan_fp32.agreement_with_float is None  # it is its folder's float reference
+    assert orphan_int8.agreement_with_float == own_int8.agreement_with_float  # same files, own fp32
+
+    out = subprocess.run([sys.executable, "-m", "edgekit.cli.main", "eval", str(tmp / "out"), str(orphan),
+                          "--data", str(data)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "out/model_fp32.onnx" in out.stdout and "orphan/model_fp32.onnx" in out.stdout
+
+
+def test_short_names():
+    from edgekit.cli.eval_cmd import short_names
+
+    assert short_names(["/b/rpi4/model_fp32.onnx", "/b/jetson/model_fp32.onnx", "/w/v2.pth"]) == [
+        "rpi4/model_fp32.onnx", "jetson/model_fp32.onnx", "v2.pth"]
+    assert short_names(["x/rpi4/m.onnx", "y/rpi4/m.onnx"]) == ["x/rpi4/m.onnx", "y/rpi4/m.onnx"]
+
+
+def test_unreadable_images_are_reported(setup, tmp_path):
+    tmp, ckpt, data = setup
+    tsv = tmp_path / "bad1.tsv"
+    tsv.write_text(f"{data / 'cat' / 'chelsea_cat.jpg'}\tcat\n/nope.jpg\t3\n")
+    messages = []
+    [r] = evaluate([ckpt], tsv, progress=messages.append)
+    assert r.n == 1 and r.skipped_unreadable == 1
+    assert "skipped 1 unreadable image(s): /nope.jpg" in messages
+    out = subprocess.run([sys.executable, "-m", "edgekit.cli.main", "eval", str(ckpt), "--data", str(tsv),
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "skipped 1 unreadable image(s): /nope.jpg" in out.stderr
+    assert json.loads(out.stdout)[0]["skipped_unreadable"] == 1
+
+
+def test_negative_class_index_is_rejected(setup, tmp_path):
+    """On a 1001-class model -1 became output 0 ("background") and scored 0% without a word."""
+    tmp, ckpt, data = setup
+    model = create("mobilenet_v3_small", width=0.75, resolution=96, num_classes=1001)
+    tf_like = save_checkpoint(model.eval(), tmp_path / "tf_like.pth")
+    tsv = tmp_path / "neg.tsv"
+    cat = data / "cat" / "chelsea_cat.jpg"
+    tsv.write_text(f"# photos\n{cat}\t3\n{cat}\t-1\n")
+    with pytest.raises(InputError, match=r"neg.tsv:3: class index -1 is negative"):
+        evaluate([tf_like], tsv)
+    out = subprocess.run([sys.executable, "-m", "edgekit.cli.main", "eval", str(ckpt), "--data", str(tsv)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "class index -1 is negative" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -29,7 +29,8 @@ class DemoFailed(EdgekitError):
 @click.option("--output", type=click.Path(path_type=Path), default=None,
               help="Record the annotated video (.mp4/.mov/.mkv: mp4v, .avi: MJPG).")
 @click.option("--jsonl", type=click.Path(path_type=Path), default=None,
-              help="Write one JSON line per frame: frame, time_ms, latency_ms, topk.")
+              help="Write one JSON line per frame: frame, time_ms, latency_ms, topk (and file, for "
+                   "an image folder).")
 @click.option("--json-summary", type=click.Path(path_type=Path), default=None,
               help="Write the end-of-run summary as JSON.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
@@ -53,24 +54,26 @@ def command(path, weights, source, topk, threads, headless, output, jsonl, json_
 
     Exit status: 0 when the source ends, on q/Esc, --max-frames or Ctrl-C; 1 when a camera or
     stream is lost (after reconnect attempts) or the run fails; 2 for bad input (a camera that
-    does not open, a missing file).
+    does not open, a missing file, no frame of the source readable).
     """
     from ..demo import DemoOptions, load_classifier, run_demo
+    from ..demo.pipeline import check_options
 
     err = make_console(stderr=True)
 
     def say(message: str) -> None:
         err.print(message, highlight=False, markup=False)
 
+    options = DemoOptions(source=source, topk=topk, headless=headless, output=output, jsonl=jsonl,
+                          json_summary=json_summary, max_frames=max_frames, realtime=realtime,
+                          snapshot_dir=snapshot_dir)
+    check_options(options)  # a bad source or output fails before the model loads
     classifier = load_classifier(path, weights, threads, backend, precision, say)
     say(f"model: {classifier.path} ({classifier.title})")
     if classifier.reason:
         say(f"chosen: {classifier.reason}")
     for notice in classifier.notices:
         say(f"notice: {notice}")
-    options = DemoOptions(source=source, topk=topk, headless=headless, output=output, jsonl=jsonl,
-                          json_summary=json_summary, max_frames=max_frames, realtime=realtime,
-                          snapshot_dir=snapshot_dir)
     summary = run_demo(classifier, options, say)
     for notice in summary.notices:
         if "reconnect" not in notice:  # reconnects were reported as they happened

@@ -11,6 +11,19 @@ from ..evaluate import evaluate
 from .console import console as make_console
 
 
+def short_names(paths: list[str]) -> list[str]:
+    """Each path's file name, with as many parent folders as it takes to tell it apart from the
+    others (two convert folders both hold model_fp32.onnx)."""
+    parts = [Path(p).parts for p in paths]
+    names = []
+    for p in parts:
+        k = 1
+        while k < len(p) and sum(q[-k:] == p[-k:] for q in parts) > 1:
+            k += 1
+        names.append(str(Path(*p[-k:])))
+    return names
+
+
 @click.command("eval")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path),
@@ -20,17 +33,17 @@ from .console import console as make_console
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(paths, data, limit, as_json) -> None:
     """Evaluate checkpoints (.pth/.safetensors), artifacts or whole convert folders on labelled
-    images: top-1, top-5 and each artifact's agreement with the float model."""
+    images: top-1, top-5 and each artifact's agreement with its own float model (the checkpoint
+    it was converted from, else its folder's fp32 artifact; "-" when neither is evaluated)."""
     err = make_console(stderr=True)
     results = evaluate(list(paths), data, limit, progress=lambda m: err.print(m, highlight=False))
     if as_json:
-        click.echo(json.dumps([{k: v for k, v in r.to_dict().items() if k != "skipped_unreadable"}
-                               for r in results], indent=2))
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
     t = Table(title=f"edgekit eval on {data}", title_justify="left")
     for c in ("path", "backend", "precision", "top-1", "top-5", "n", "agreement with float"):
         t.add_column(c, justify="left" if c in ("path", "backend", "precision") else "right")
-    for r in results:
-        t.add_row(Path(r.path).name, r.backend, r.precision, f"{r.top1:.1%}", f"{r.top5:.1%}",
+    for name, r in zip(short_names([r.path for r in results]), results):
+        t.add_row(name, r.backend, r.precision, f"{r.top1:.1%}", f"{r.top5:.1%}",
                   str(r.n), "-" if r.agreement_with_float is None else f"{r.agreement_with_float:.1%}")
     make_console().print(t)

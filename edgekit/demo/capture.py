@@ -78,6 +78,7 @@ class Frame:
     time_ms: float  # media time for files and folders, ms since capture start for live sources
     t_capture: int  # perf_counter_ns when the frame was read
     decode_ms: float
+    file: str | None = None  # the image's file name (image-folder sources)
     tensor: Any = None  # the runtime's prepared input, once preprocessed
     prep_ms: float = 0.0
     infer_ms: float = 0.0
@@ -238,6 +239,9 @@ class VideoReader:
         self.position += 1
         return True, frame, float(time_ms), index
 
+    def file_name(self, index: int) -> str | None:
+        return None
+
     def release(self) -> None:
         if self.cap is not None:
             self.cap.release()
@@ -270,6 +274,9 @@ class ImageFolderReader:
                 continue
             return True, frame, i * 1000 / self.fps, i
         return False, None, 0.0, -1
+
+    def file_name(self, index: int) -> str | None:
+        return self.files[index].name
 
     def release(self) -> None:
         pass
@@ -367,7 +374,7 @@ class CaptureThread(threading.Thread):
                     return
             # latency counts from when the frame was read, or was due (a paced file)
             t_due = time.perf_counter_ns() if self.realtime and not self.live else t1
-            frame = Frame(index, image, time_ms, t_due, (t1 - t0) / 1e6)
+            frame = Frame(index, image, time_ms, t_due, (t1 - t0) / 1e6, self.reader.file_name(index))
             self.stats.decode_ms.append(frame.decode_ms)
             if self.preprocess is not None:
                 p0 = time.perf_counter_ns()

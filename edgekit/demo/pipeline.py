@@ -99,6 +99,24 @@ def check_output_path(path: Path, option: str = "--output") -> None:
         raise InputError(f"{option} {path} is a folder")
 
 
+def check_options(options: DemoOptions) -> SourceSpec:
+    """Check the source and output paths, before any model is loaded (loading a convert folder can
+    take a latency probe). Files and image folders are opened once too; cameras and streams are
+    not (opening them can be slow and they are opened for real right after)."""
+    spec = SourceSpec.parse(options.source)
+    for option, path in (("--output", options.output), ("--jsonl", options.jsonl),
+                         ("--json-summary", options.json_summary)):
+        if path is not None:
+            check_output_path(Path(path), option)
+    if options.topk < 1:
+        raise InputError("--topk must be >= 1")
+    if not spec.live:
+        reader = make_reader(spec, options.opener)
+        reader.open()
+        reader.release()
+    return spec
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -263,13 +281,7 @@ def run_demo(classifier: Classifier, options: DemoOptions, say: Say | None = Non
     (source does not open, bad output path) raise; errors mid-run end the run and are reported in
     the summary (``error``, ``exit_code``)."""
     say = say or (lambda _m: None)
-    spec = SourceSpec.parse(options.source)
-    for option, path in (("--output", options.output), ("--jsonl", options.jsonl),
-                         ("--json-summary", options.json_summary)):
-        if path is not None:
-            check_output_path(Path(path), option)
-    if options.topk < 1:
-        raise InputError("--topk must be >= 1")
+    spec = check_options(options)
     reader = make_reader(spec, options.opener)
     reader.open()
     live = spec.live or options.realtime
@@ -450,11 +462,14 @@ class _Presenter:
         image = self.overlay.draw(frame.image, preds, fps, frame.infer_ms)
         self.overlay_ms.append((time.perf_counter_ns() - t0) / 1e6)
         if self.jsonl is not None:
-            self.jsonl.write(json.dumps({
-                "frame": frame.index, "time_ms": round(frame.time_ms, 3),
-                "latency_ms": round(frame.infer_ms, 3),
+            record = {"frame": frame.index}
+            if frame.file is not None:
+                record["file"] = frame.file
+            record.update({
+                "time_ms": round(frame.time_ms, 3), "latency_ms": round(frame.infer_ms, 3),
                 "topk": [{"label": self.c.label(i), "index": i - self.c.offset, "score": round(p, 6)}
-                         for i, p in frame.topk]}) + "\n")
+                         for i, p in frame.topk]})
+            self.jsonl.write(json.dumps(record) + "\n")
         if self.record_ch is not None:
             self.record_ch.put(image, self.abort)
         self.frames += 1
@@ -475,6 +490,15 @@ class _Presenter:
             sys.stderr.flush()
 
 
+def _nothing_read(spec: SourceSpec, reader) -> str:
+    unreadable = getattr(reader, "unreadable", None)
+    if unreadable:
+        more = ", ..." if len(unreadable) > 5 else ""
+        return (f"none of the {len(unreadable)} image(s) in {spec.value} could be read: "
+                + ", ".join(unreadable[:5]) + more)
+    return f"no frame of {spec.label} could be read (damaged or empty?)"
+
+
 def _summary(classifier: Classifier, options: DemoOptions, spec: SourceSpec, reader,
              capture: CaptureThread, inference: InferenceThread, recorder: RecorderThread | None,
              presenter: _Presenter, frames_ch: Channel) -> DemoSummary:
@@ -482,7 +506,7 @@ def _summary(classifier: Classifier, options: DemoOptions, spec: SourceSpec, rea
     error = next((t.error for t in (capture, inference, recorder) if t is not None and t.error), None)
     ended = presenter.ended or cs.end_reason
     notices = list(cs.notices)
-    if getattr(reader, "unreadable", None):
+    if getattr(reader, "unreadable", None) and cs.frames:  # none read: the error names them
         notices.append(f"skipped {len(reader.unreadable)} unreadable image(s): "
                        + ", ".join(reader.unreadable[:5]))
     exit_code, message = 0, None
@@ -497,6 +521,8 @@ def _summary(classifier: Classifier, options: DemoOptions, spec: SourceSpec, rea
         exit_code = SourceLostError.exit_code
         message = (f"{spec.label} stopped delivering frames; {options.reconnect_attempts} reconnect "
                    "attempts failed")
+    elif ended == "end of stream" and cs.frames == 0:
+        exit_code, message = InputError.exit_code, _nothing_read(spec, reader)
     seconds = ((presenter.t_last - presenter.t_first - presenter.paused_s)
                if presenter.t_first is not None else 0.0)
     stages = {"decode": cs.decode_ms, "preprocess": cs.prep_ms + inference.prep_ms,
