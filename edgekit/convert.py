@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -67,16 +67,31 @@ class Job:
         return f"{self.build.backend} {self.precision}"
 
 
-def plan(target: TargetProfile, precision: str | None = None, backend: str | None = None) -> list[Job]:
-    if precision is not None and precision not in PRECISIONS:
-        raise InputError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+def plan(target: TargetProfile, precision: str | Iterable[str] | None = None,
+         backend: str | Iterable[str] | None = None) -> list[Job]:
+    """The target's (build, precision) jobs, keeping only the given precisions and backends."""
+    precisions, backends = _chosen(precision), _chosen(backend)
+    unknown = sorted((precisions or set()) - set(PRECISIONS))
+    if unknown:
+        raise InputError(f"unknown precision '{unknown[0]}' (choose from {', '.join(PRECISIONS)})")
     jobs = [Job(b, p) for b in target.builds for p in b.precisions
-            if (precision is None or p == precision) and (backend is None or b.backend == backend)]
+            if (precisions is None or p in precisions) and (backends is None or b.backend in backends)]
     if not jobs:
         offered = ", ".join(f"{b.backend} {'/'.join(b.precisions)}" for b in target.builds)
-        wanted = " ".join(x for x in (backend, precision) if x)
+        wanted = " ".join("/".join(sorted(x)) for x in (backends, precisions) if x)
         raise InputError(f"target {target.name} builds no {wanted} artifact (it builds {offered})")
+    missing = sorted((backends or set()) - {job.build.backend for job in jobs})
+    if missing:
+        raise InputError(f"target {target.name} builds no {'/'.join(missing)} artifact")
     return jobs
+
+
+def _chosen(value: str | Iterable[str] | None) -> set[str] | None:
+    """None (all), or the names given as one string, a comma-separated string or several."""
+    if value is None:
+        return None
+    names = {n.strip() for v in ([value] if isinstance(value, str) else value) for n in v.split(",")}
+    return {n for n in names if n} or None
 
 
 def resolve_source(model: nn.Module | str | Path | None, weights: str | None, width: float | None,
@@ -131,6 +146,11 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     out_dir = Path(out) if out is not None else Path("build") / profile.name
     with staged_folder(out_dir) as staging:
         source = resolve_source(model, weights, width, resolution)
+        if source.module is None:  # a user's ONNX file: only some backends can take it
+            refused = sorted({job.build.backend for job in jobs if not get_backend(job.build.backend).accepts_onnx})
+            if refused:
+                raise InputError(f"{', '.join(refused)} need(s) a PyTorch model; {source.name} is ONNX: "
+                                 "build it with -b onnxruntime or -b openvino")
         notices = []
         if source.meta.weights == "random":
             notices.append("no --weights given: seeded random weights; the artifacts are real but "

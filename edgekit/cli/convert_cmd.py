@@ -33,9 +33,10 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=None,
               help="How int8 activation ranges are chosen [default: each backend's best measured: "
                    "openvino mean_minmax, the others percentile].")
-@click.option("--precision", "-p", type=click.Choice(PRECISIONS), default=None,
-              help="Build only this precision [default: every precision the target lists].")
-@click.option("--backend", "-b", default=None, help="Build only this backend's artifacts.")
+@click.option("--precision", "-p", type=click.Choice(PRECISIONS), multiple=True,
+              help="Build only this precision (repeatable) [default: every precision the target lists].")
+@click.option("--backend", "-b", multiple=True, metavar="NAME[,NAME]",
+              help="Build only these backends' artifacts (repeatable or comma-separated).")
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Images for the parity check: a folder, or labelled (class subfolders or a "
                    "TSV of path<TAB>class) [default: the calibration images].")
@@ -63,6 +64,8 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
             bias_correction, out, no_check, serial) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
     and write DIR/manifest.json."""
+    if max_float_layers is not None and max_accuracy_drop is None:
+        raise click.UsageError("--max-float-layers applies with --max-accuracy-drop")
     console = make_console(stderr=True)
     with console.status("converting...") as status:
         def progress(message: str) -> None:
@@ -71,7 +74,7 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
 
         manifest = convert(target, model, weights=weights, width=width, resolution=resolution,
                            calib=calib, calib_size=calib_size, calib_method=calib_method,
-                           precision=precision, backend=backend, out=out, val=val,
+                           precision=precision or None, backend=backend or None, out=out, val=val,
                            max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
                            float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
                            weight_rounding=weight_rounding,
