@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,19 @@ TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
 DEFAULT_TARGET = "rpi4"
 
 
+def _bounded(low: float | None = None, high: float | None = None, **kwargs):
+    """A numeric field with its allowed range [low, high] (None: open), checked when parsed."""
+    return field(metadata={"range": (low, high)}, **kwargs)
+
+
+def _fraction(default: float):
+    return _bounded(0.0, 1.0, default=default)
+
+
 @dataclass(frozen=True)
 class CpuSpec:
     arch: str  # "aarch64", "x86_64", "armv7l"
-    cores: int
+    cores: int = _bounded(1)
     model: str = ""
     features: tuple[str, ...] = ()  # e.g. ("neon", "dotprod") or ("avx2", "avx512_vnni")
 
@@ -38,10 +48,10 @@ class BuildSpec:
 
 @dataclass(frozen=True)
 class ParitySpec:
-    fp32_max_abs_diff: float = 1e-4
-    fp16_min_agreement: float = 0.99
-    int8_min_agreement: float = 0.85
-    int8_min_sqnr_db: float = 10.0
+    fp32_max_abs_diff: float = _bounded(0.0, default=1e-4)
+    fp16_min_agreement: float = _fraction(0.99)  # top-1 agreement as a fraction: 0.99 = 99%
+    int8_min_agreement: float = _fraction(0.85)
+    int8_min_sqnr_db: float = _bounded(0.0, default=10.0)
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,7 @@ class TargetProfile:
     description: str
     cpu: CpuSpec
     builds: tuple[BuildSpec, ...]
-    threads: int = 1
+    threads: int = _bounded(1, default=1)
     accelerator: str = ""
     notes: str = ""
     parity: ParitySpec = field(default_factory=ParitySpec)
@@ -63,8 +73,10 @@ class TargetProfile:
         return dataclasses.asdict(self)
 
 
-def _build(cls, data: Any, where: str):
-    """Instantiate a frozen dataclass from a mapping, rejecting unknown keys with a suggestion."""
+def _build(cls, data: Any, source: str, section: str = ""):
+    """Instantiate a frozen dataclass from a mapping, rejecting unknown keys with a suggestion
+    and values of the wrong type or out of their field's range."""
+    where = f"{source}: {section}" if section else source
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -72,11 +84,43 @@ def _build(cls, data: Any, where: str):
     for key, value in data.items():
         if key not in fields or key == "source":
             raise InputError(f"{where}: unknown key '{key}'{suggest(str(key), [f for f in fields if f != 'source'])}")
+        _check_value(fields[key], value, f"{source}: {section}.{key}" if section else f"{source}: {key}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise InputError(f"{where}: {exc}") from None
+
+
+def _check_value(f: dataclasses.Field, value: Any, where: str) -> None:
+    """Booleans must be booleans; numeric fields numbers (integers for int) within their range."""
+    if f.type == "bool" and not isinstance(value, bool):
+        raise InputError(f"{where} must be true or false, got {value!r}")
+    if "range" not in f.metadata:
+        return
+    low, high = f.metadata["range"]
+    number = isinstance(value, int if f.type == "int" else (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high):
+        return
+    raise InputError(f"{where} must be {_allowed(f.type, low, high)}, got {value!r}"
+                     + _percent_hint(value, low, high))
+
+
+def _allowed(kind: str, low: float | None, high: float | None) -> str:
+    """"an integer >= 1", "a fraction in [0, 1]", "a number >= 0"."""
+    noun = "an integer" if kind == "int" else "a fraction" if (low, high) == (0, 1) else "a number"
+    if low is not None and high is not None:
+        return f"{noun} in [{low:g}, {high:g}]"
+    if low is not None:
+        return f"{noun} >= {low:g}"
+    return f"{noun} <= {high:g}" if high is not None else noun
+
+
+def _percent_hint(value: Any, low: float | None, high: float | None) -> str:
+    """A fraction written as a percentage (85 for 0.85) is the likely mistake: suggest the fraction."""
+    if (low, high) == (0, 1) and isinstance(value, (int, float)) and 10 <= value <= 100:
+        return f" (did you mean {value / 100:g}?)"
+    return ""
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -87,16 +131,16 @@ def parse_target(data: dict, source: str = "<memory>") -> TargetProfile:
     if not isinstance(data, dict):
         raise InputError(f"{source}: a target file must be a mapping")
     data = dict(data)
-    cpu = _build(CpuSpec, data.pop("cpu", None), f"{source}: cpu")
+    cpu = _build(CpuSpec, data.pop("cpu", None), source, "cpu")
     cpu = dataclasses.replace(cpu, features=_as_tuple(cpu.features))
     raw_builds = data.pop("builds", None)
     if not raw_builds or not isinstance(raw_builds, list):
         raise InputError(f"{source}: 'builds' must list at least one backend")
     builds = []
     for i, raw in enumerate(raw_builds):
-        b = _build(BuildSpec, raw, f"{source}: builds[{i}]")
+        b = _build(BuildSpec, raw, source, f"builds[{i}]")
         builds.append(dataclasses.replace(b, precisions=_as_tuple(b.precisions)))
-    parity = _build(ParitySpec, data.pop("parity", {}) or {}, f"{source}: parity")
+    parity = _build(ParitySpec, data.pop("parity", {}) or {}, source, "parity")
     target = _build(TargetProfile, {**data, "cpu": cpu, "builds": tuple(builds), "parity": parity},
                     source)
     target = dataclasses.replace(target, source=source)
@@ -108,8 +152,6 @@ def _validate(target: TargetProfile) -> None:
     from .backends.base import PRECISIONS, list_backends
 
     where = target.source
-    if target.threads < 1:
-        raise InputError(f"{where}: threads must be >= 1")
     for b in target.builds:
         if b.backend not in list_backends():
             raise InputError(f"{where}: unknown backend '{b.backend}'{suggest(b.backend, list_backends())}")
@@ -135,8 +177,8 @@ def list_targets() -> list[str]:
 def load_target(name_or_path: str) -> TargetProfile:
     """A target by name (targets/NAME.yaml) or by path to a YAML file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        source = path
+    if path.suffix in (".yaml", ".yml"):
+        source = _target_file(path)
     else:
         files = target_files()
         if name_or_path not in files:
@@ -150,3 +192,13 @@ def load_target(name_or_path: str) -> TargetProfile:
     if target.name != source.stem and source.parent == TARGETS_DIR:
         raise InputError(f"{source}: name '{target.name}' does not match the file name")
     return target
+
+
+def _target_file(path: Path) -> Path:
+    """A target given as a .yaml path: the file, or why it cannot be read."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise InputError(f"target file {path} is a directory")
+    hint = f" (did you mean the target '{path.stem}'?)" if path.stem in target_files() else ""
+    raise InputError(f"target file not found: {path}{hint}")

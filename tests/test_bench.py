@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from edgekit.bench import runner
-from edgekit.bench.local import artifacts_in, bench
+from edgekit.bench.local import BenchResult, artifacts_in, bench
 from edgekit.bench.report import JSON_KEYS, per_op_tables, speedups, table, to_csv, to_json
 from edgekit.convert import convert
 
@@ -131,3 +131,80 @@ def test_precision_of_an_unnamed_file_is_read_from_it(build, tmp_path):
         copy = tmp_path / f"theirs_{precision[-1]}.onnx"
         copy.write_bytes((build / name).read_bytes())
         assert artifacts_in(copy) == [(copy, "onnxruntime", precision, None)]
+
+
+def _result(name, p50, threads=None, group="", runtime_threads=None, device="local"):
+    details = {} if runtime_threads is None else {"threads": runtime_threads}
+    return BenchResult(artifact=name, backend="tflite", precision="fp32", threads=threads,
+                       runtime={"name": "ai-edge-litert", "version": "x", "details": details},
+                       load_ms=1.0, first_inference_ms=1.0,
+                       latency_ms={k: p50 for k in ("min", "mean", "p50", "p90", "p99", "max", "std")},
+                       throughput_fps=1.0, peak_rss_mb=1.0, size_bytes=1, n=1, device=device, group=group)
+
+
+def _artifact_cells(t):
+    return next(c for c in t.columns if c.header == "artifact")._cells
+
+
+def test_fastest_is_marked_among_single_files_side_by_side():
+    results = [_result("a.tflite", 2.0, 1, group="a.tflite"), _result("b.tflite", 1.0, 1, group="b.tflite")]
+    t = table(results)
+    assert _artifact_cells(t) == ["a.tflite", "b.tflite *"]
+    assert t.caption.startswith("* fastest per thread count")
+
+
+def test_no_legend_when_no_row_is_marked():
+    results = [_result("a.tflite", 2.0, 1), _result("a.tflite", 1.0, 2)]  # one file, two thread counts
+    t = table(results)
+    assert not any(cell.endswith("*") for cell in _artifact_cells(t))
+    assert "fastest" not in t.caption
+    # different runtime defaults (2 threads vs 1) do not compare either
+    t = table([_result("a.xml", 1.0, group="a.xml", runtime_threads=2),
+               _result("b.tflite", 2.0, group="b.tflite", runtime_threads=1)])
+    assert "fastest" not in t.caption
+
+
+def test_threads_column_shows_the_default_used():
+    t = table([_result("a.tflite", 1.0, runtime_threads=1), _result("b.onnx", 1.0)])
+    assert next(c for c in t.columns if c.header == "thr")._cells == ["1", "default"]
+
+
+def test_executed_nodes_skip_ops_a_delegate_took_over():
+    # three ops 0 -> 1 -> 2 (tensors 0..3), then one DELEGATE node that replaced ops 0 and 1
+    nodes = [{"index": 0, "inputs": [0], "outputs": [1]}, {"index": 1, "inputs": [1], "outputs": [2]},
+             {"index": 2, "inputs": [2], "outputs": [3]}, {"index": 3, "inputs": [0], "outputs": [2]}]
+    assert runner._executed_nodes(nodes, [3]) == [2, 3]
+    assert runner._executed_nodes(nodes[:3], [3]) == [0, 1, 2]  # no delegate: every op runs
+
+
+def test_fully_delegated_model_runs_one_node(shared):
+    pytest.importorskip("ai_edge_litert", reason="needs the 'tflite' extra")
+    path = shared("models", "vww_96_float.tflite")  # 31 ops, all in one XNNPACK partition
+    details = runner.run({"artifact": str(path), "iterations": 2, "warmup": 0})["runtime"]["details"]
+    assert details["delegate_partitions"] == 1 and details["model_ops"] == 31
+    assert details["ops_after_delegation"] == 1
+    assert details["threads"] == 1  # ai-edge-litert's default
+
+
+@pytest.mark.parametrize("suffix,module,kind", [
+    (".tflite", "ai_edge_litert", "TFLite model"),
+    (".onnx", "onnxruntime", "ONNX model"),
+    (".xml", "openvino", "OpenVINO IR model"),
+])
+def test_corrupt_artifact_is_bad_input(tmp_path, suffix, module, kind):
+    pytest.importorskip(module, reason=f"needs {module}")
+    fake = tmp_path / f"fake{suffix}"
+    fake.write_text("hello, I am a text file\n")
+    out = cli("bench", str(fake), "-n", "2")
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("bench:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: fake{suffix} is not a valid {kind}: ")
+
+
+def test_ov_precision_on_other_artifacts_warns(shared):
+    pytest.importorskip("ai_edge_litert", reason="needs the 'tflite' extra")
+    path = shared("models", "vww_96_float.tflite")
+    said = []
+    bench(path, iterations=2, warmup=0, ov_precision="f16", progress=said.append)
+    assert said[0] == ("--ov-precision applies only to OpenVINO artifacts (.xml): ignored for "
+                       "vww_96_float.tflite")

@@ -62,3 +62,56 @@ def test_mismatched_weights_file(tmp_path):
     out = run("weights", "info", str(tmp_path / "broken.pth"))
     assert out.returncode == 2 and out.stderr.startswith("error: cannot read weights file")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["models", "show", "mobilenet_v2", "--width", "100", "--json"], "must be > 0 and at most 4, got 100"),
+    (["models", "show", "mobilenet_v2", "--resolution", "5000"], "at most 1024, got 5000"),
+    (["weights", "import", "x.tflite", "--arch", "mobilenet_v2", "--width", "100", "--out", "x.pth"],
+     "not in the range 0<x<=4"),
+])
+def test_width_and_resolution_are_bounded(args, message):
+    out = run(*args)  # before the fix: a 24 GB model, OOM-killed
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_models_show_help_mentions_no_checkpoint():
+    out = run("models", "show", "-h")
+    assert out.returncode == 0 and "checkpoint" not in out.stdout
+
+
+def test_weights_info_table_by_default_json_with_flag(tmp_path):
+    from edgekit.models.weights import save_checkpoint
+
+    save_checkpoint(create("mobilenet_v3_small", width=0.75, resolution=96), tmp_path / "m.pth")
+    out = run("weights", "info", str(tmp_path / "m.pth"))
+    assert out.returncode == 0 and not out.stdout.lstrip().startswith("{")
+    assert "mobilenet_v3_small" in out.stdout and "0.75" in out.stdout
+    data = json.loads(run("weights", "info", str(tmp_path / "m.pth"), "--json").stdout)
+    assert data["arch"] == "mobilenet_v3_small" and data["width"] == 0.75 and data["tensors"] > 100
+
+
+def test_weights_info_errors(tmp_path):
+    out = run("weights", "info", str(tmp_path))
+    assert out.returncode == 2 and "is a directory" in out.stderr
+    (tmp_path / "notes.pth").write_text("just some text\n")
+    out = run("weights", "info", str(tmp_path / "notes.pth"))
+    assert out.returncode == 2 and "not a PyTorch checkpoint" in out.stderr
+    assert "weights_only" not in out.stderr
+
+
+def test_weights_fetch_offers_only_published_checkpoints():
+    out = run("weights", "fetch", "-h")
+    assert "mobilenet_v2" in out.stdout and "mobilenet_v1" not in out.stdout
+    assert run("weights", "fetch", "mobilenet_v1").returncode == 2
+
+
+def test_bad_target_file_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ndescription: d\ncpu: {arch: x86_64, cores: 2}\nthreads: abc\n"
+                    "builds: [{backend: onnxruntime, precisions: [fp32]}]\n")
+    out = run("targets", "show", str(path))
+    assert out.returncode == 2 and out.stderr.startswith("error:")
+    assert "threads must be an integer" in out.stderr and len(out.stderr.splitlines()) == 1
+    out = run("targets", "show", str(tmp_path / "nonexist.yaml"))
+    assert out.returncode == 2 and "target file not found" in out.stderr

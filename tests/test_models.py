@@ -142,3 +142,15 @@ def test_v1_activation_override():
     model = create("mobilenet_v1", activation="relu6")
     assert any(isinstance(m, torch.nn.ReLU6) for m in model.modules())
     assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(width=100), "width must be > 0 and at most 4, got 100"),
+    (dict(width=float("nan")), "width must be > 0"),
+    (dict(resolution=5000), "resolution must be at least 32 and at most 1024, got 5000"),
+    (dict(num_classes=10**9), "num_classes must be >= 1 and at most 100,000"),
+])
+def test_sizes_are_bounded_before_anything_is_built(kwargs, message):
+    """A typo such as --width 100 must fail at once, not build a model that fills the memory."""
+    with pytest.raises(InputError, match=message):
+        create("mobilenet_v2", **kwargs)

@@ -92,3 +92,25 @@ def test_random_weights_give_real_activations():
         out = model(torch.randn(2, 3, 224, 224))
     assert out.abs().max() > 1e-2  # not the ~1e-11 of a fresh init: parity checks mean something
     assert model.meta.weights == "random"
+
+
+@pytest.mark.parametrize("content", [b"this is a text file\n", b"key: value\nother\n", b'{"a": 1}'])
+def test_text_file_is_not_a_checkpoint(tmp_path, content):
+    path = tmp_path / "notes.pth"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="notes.pth: not a PyTorch checkpoint") as info:
+        read_checkpoint(path)
+    assert "weights_only" not in str(info.value)
+
+
+def test_refused_pickle_gets_no_unsafe_advice(tmp_path):
+    path = tmp_path / "whole_model.pth"
+    torch.save(torch.nn.Linear(2, 2), path)  # a pickled module, not a state_dict
+    with pytest.raises(InputError, match=r"not a checkpoint of plain tensors .*Linear.*state_dict") as info:
+        read_checkpoint(path)
+    assert "weights_only" not in str(info.value) and "allowlist" not in str(info.value)
+
+
+def test_directory_is_not_reported_missing(tmp_path):
+    with pytest.raises(InputError, match="is a directory, not a weights file"):
+        read_checkpoint(tmp_path)

@@ -114,6 +114,8 @@ def run_runner(command: list[str], config: dict, timeout: float = 1800,
             suffix = Path(config["artifact"]).suffix
             raise MissingDependencyError(data["error"].split(": install one of ")[-1].split(",")[0],
                                          EXTRA_FOR_SUFFIX.get(suffix, "all"))
+        if data.get("kind") == "invalid_model":  # a corrupt or foreign file: the user's input
+            raise InputError(data["error"])
         raise EdgekitError(f"benchmark of {config['artifact']} failed: {data['error']}")
     return data
 
@@ -151,6 +153,8 @@ def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None
         raise InputError("nothing to benchmark: give an artifact or a convert folder")
     # each PATH is a group: speedups over fp32 and "fastest" compare artifacts of one build
     items = [(str(path), *item) for path in paths for item in artifacts_in(Path(path))]
+    if ov_precision:
+        _warn_ov_precision([artifact for _, artifact, *_ in items], say)
     runs: list[list[BenchResult]] = [[] for _ in items for _ in threads or [None]]
     for r in range(rounds):
         slot = 0
@@ -165,6 +169,12 @@ def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None
                 runs[slot].append(result)
                 slot += 1
     return [_median_run(rs) for rs in runs]
+
+
+def _warn_ov_precision(artifacts: list[Path], say) -> None:
+    others = [a.name for a in artifacts if a.suffix != ".xml"]
+    if others:
+        say(f"--ov-precision applies only to OpenVINO artifacts (.xml): ignored for {', '.join(others)}")
 
 
 def _median_run(results: list[BenchResult]) -> BenchResult:

@@ -26,16 +26,28 @@ def speedups(results: list[BenchResult]) -> dict[int, float | None]:
 
 
 def fastest(results: list[BenchResult]) -> dict[tuple, int]:
-    """Index of the fastest artifact per (device, threads) within each group (PATH) of several."""
-    best: dict[tuple, int] = {}
-    sizes = {g: sum(r.group == g for r in results) for g in {r.group for r in results}}
+    """Index of the fastest artifact per (device, threads) among rows that compare: the artifacts
+    of one convert folder, or the single files given side by side. A row with nothing beside it
+    is not marked."""
+    rows: dict[tuple, list[int]] = {}
     for i, r in enumerate(results):
-        if r.group and sizes[r.group] <= len({x.threads for x in results if x.group == r.group}):
-            continue  # a lone artifact: nothing in its group to be faster than
-        key = (r.device, r.group, r.threads)
-        if key not in best or r.latency_ms["p50"] < results[best[key]].latency_ms["p50"]:
-            best[key] = i
-    return best
+        rows.setdefault((r.device, _build(r), threads_label(r)), []).append(i)
+    return {key: min(ix, key=lambda i: results[i].latency_ms["p50"])
+            for key, ix in rows.items() if len(ix) > 1}
+
+
+def _build(r: BenchResult) -> str:
+    """The folder a row came from when several PATHs were given; "" for single files (and for a
+    lone PATH), which compare with each other."""
+    return r.group if r.group and Path(r.group) != Path(r.artifact) else ""
+
+
+def threads_label(r: BenchResult) -> str:
+    """The thread count asked for, else the runtime's default when it reports the one it used."""
+    if r.threads:
+        return str(r.threads)
+    used = (r.runtime.get("details") or {}).get("threads")
+    return str(used) if isinstance(used, int) and used > 0 else "default"
 
 
 def table(results: list[BenchResult], title: str = "edgekit bench") -> Table:
@@ -59,14 +71,15 @@ def table(results: list[BenchResult], title: str = "edgekit bench") -> Table:
         accel = _accel(rt)
         row = ([r.device] if multi_device else []) + [
             _label(r) + (" *" if i in best else ""), r.backend, r.precision,
-            str(r.threads or "def"), f"{r.size_bytes / 1e6:.2f}", f"{r.load_ms:.0f}",
+            threads_label(r), f"{r.size_bytes / 1e6:.2f}", f"{r.load_ms:.0f}",
             f"{r.first_inference_ms:.2f}", f"{lat['p50']:.3f}"] + ([_spread(r)] if rounds else []) + [
             f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
             f"{r.throughput_fps:.0f}", f"{r.peak_rss_mb:.0f}", f"{up:.2f}x" if up else "-",
             f"{agree:.1%}" if isinstance(agree, float) else "-",
             f"{rt['name']} {rt['version']}{accel}" + (" (emulated)" if r.emulated else "")]
         t.add_row(*row, style="bold green" if i in best else None)
-    t.caption = "* fastest per thread count (p50); vs fp32 = speedup over the same backend's fp32"
+    t.caption = "; ".join((["* fastest per thread count (p50)"] if best else [])
+                          + ["vs fp32 = speedup over the same backend's fp32"])
     if rounds:
         t.caption += ("; spread = (max - min) / median of the rounds' p50s: a smaller difference "
                       "between two rows is noise")
@@ -110,7 +123,7 @@ def per_op_tables(results: list[BenchResult], top: int = 10) -> list[Table | str
             continue
         by_type = _time_by_type(r.per_op)
         total = sum(by_type.values()) or 1.0
-        title = f"{name} threads {r.threads or 'def'}: time by op type"
+        title = f"{name} threads {threads_label(r)}: time by op type"
         t = Table(title=title, title_justify="left", min_width=len(title))
         for c in ("op type", "ops", "ms", "share"):
             t.add_column(c, justify="left" if c == "op type" else "right")
@@ -147,7 +160,7 @@ def _side_by_side(results: list[BenchResult]) -> list[Table]:
             continue
         times = [_time_by_type(r.per_op) for r in rows]
         kinds = sorted({k for t in times for k in t}, key=lambda k: -max(t.get(k, 0.0) for t in times))
-        t = Table(title=f"time by op type (ms), side by side, threads {threads or 'def'}",
+        t = Table(title=f"time by op type (ms), side by side, threads {threads or 'default'}",
                   title_justify="left")
         t.add_column("op type")
         for r in rows:

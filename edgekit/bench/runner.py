@@ -7,13 +7,14 @@ copied to devices over SSH, and runs under qemu for `bench --emulate`. Usage:
 With "inputs": "in.npy" and "outputs": "out.npy" it runs no benchmark: it feeds each prepared
 input (N x the model's input shape, its own dtype) once and saves the raw outputs (N x output).
 Prints one JSON object on stdout; on failure prints {"error": "..."} and exits 3 (missing
-runtime) or 1.
+runtime), 2 (the runtime cannot read the artifact) or 1.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import resource
 import sys
 import time
@@ -29,8 +30,25 @@ RUNTIMES = {
 TFLITE_OP_RUNS, TFLITE_OP_PASSES, TFLITE_OP_WARMUP = 50, 5, 2
 
 
+FORMATS = {".tflite": "TFLite model", ".onnx": "ONNX model", ".xml": "OpenVINO IR model"}
+# onnxruntime's exception types that mean "this file is not a model it can read"
+ORT_UNREADABLE = ("InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoModel")
+
+
 class MissingRuntime(Exception):
     pass
+
+
+class InvalidModel(Exception):
+    """The runtime cannot parse the artifact: bad input, not a failure of the benchmark."""
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of a runtime's error, without OpenVINO's "Exception from <source>"
+    lines and list of frontends or onnxruntime's "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : "."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Exception from")] or [type(exc).__name__]
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", lines[0]).split(" Available frontends")[0]
 
 
 def _rss_mb() -> float:
@@ -74,18 +92,26 @@ class TFLiteModel:
 
         interpreter_mod = module.interpreter if hasattr(module, "interpreter") else \
             __import__(f"{module.__name__}.interpreter", fromlist=["Interpreter"])
-        self.interpreter = interpreter_mod.Interpreter(model_path=path, num_threads=threads)
+        try:
+            self.interpreter = interpreter_mod.Interpreter(model_path=path, num_threads=threads)
+        except ValueError as exc:  # "The model is not a valid Flatbuffer buffer"
+            raise InvalidModel(_reason(exc)) from exc
         self.interpreter.allocate_tensors()
         detail = self.interpreter.get_input_details()[0]
         self.input_index = detail["index"]
-        self.output_index = self.interpreter.get_output_details()[0]["index"]
+        outputs = self.interpreter.get_output_details()
+        self.output_index = outputs[0]["index"]
         self.input = _random_input(np, tuple(detail["shape"]), detail["dtype"])
-        ops = [op["op_name"] for op in self.interpreter._get_ops_details()]
+        nodes = self.interpreter._get_ops_details()
+        names = [op["op_name"] for op in nodes]
         version = getattr(module, "__version__", None) or _dist_version(package)
         self.runtime = {"name": package, "version": version,
-                        "details": {"xnnpack": "DELEGATE" in ops,
-                                    "delegate_partitions": ops.count("DELEGATE"),
-                                    "ops_after_delegation": len(ops)}}
+                        "details": {"xnnpack": "DELEGATE" in names,
+                                    "delegate_partitions": names.count("DELEGATE"),
+                                    "threads": threads or _tflite_default_threads(package),
+                                    "model_ops": len(names) - names.count("DELEGATE"),
+                                    "ops_after_delegation": len(_executed_nodes(
+                                        nodes, [d["index"] for d in outputs]))}}
         self.path, self.threads, self.interpreter_mod = path, threads, interpreter_mod
         self.per_op_note = None
 
@@ -161,6 +187,31 @@ class TFLiteModel:
             alone.set_tensor(d["index"], _random_input(np, tuple(d["shape"]), d["dtype"]))
         alone.invoke()
         return alone
+
+
+def _tflite_default_threads(package):
+    """ai-edge-litert's Interpreter runs ``num_threads or 1`` threads; tflite-runtime leaves the
+    choice to the runtime (-1), which it does not report."""
+    return 1 if package == "ai-edge-litert" else None
+
+
+def _executed_nodes(nodes, output_tensors):
+    """The nodes that run after delegation. ``_get_ops_details()`` lists every op of the model and
+    then one DELEGATE node per partition; the ops a delegate took over stay in the list but do not
+    run. Walk back from the outputs through each tensor's producer, a DELEGATE node's outputs
+    replacing those of the ops it took over: the ops inside a partition are never reached."""
+    by_index = {node["index"]: node for node in nodes}
+    producer = {}
+    for node in sorted(nodes, key=lambda n: n["index"]):  # DELEGATE nodes come last and win
+        for t in node["outputs"]:
+            producer[int(t)] = node["index"]
+    seen, todo = set(), [producer[int(t)] for t in output_tensors if int(t) in producer]
+    while todo:
+        index = todo.pop()
+        if index not in seen:
+            seen.add(index)
+            todo.extend(producer[int(t)] for t in by_index[index]["inputs"] if int(t) in producer)
+    return sorted(seen)
 
 
 def split_ops(path):
@@ -266,7 +317,12 @@ class OnnxModel:
         if profile:
             opts.enable_profiling = True
             opts.profile_file_prefix = os.path.join(profile_dir or ".", "edgekit_ort_profile")
-        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            if type(exc).__name__ in ORT_UNREADABLE:
+                raise InvalidModel(_reason(exc)) from exc
+            raise
         inp = self.session.get_inputs()[0]
         dtype = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
                  "tensor(int8)": np.int8}.get(inp.type, np.float32)
@@ -311,7 +367,10 @@ class OpenVINOModel:
 
         ov = self.ov = module
         self.core = ov.Core()
-        self.model = self.core.read_model(path)
+        try:
+            self.model = self.core.read_model(path)
+        except RuntimeError as exc:  # reading only parses the IR: compile errors are not caught here
+            raise InvalidModel(_reason(exc)) from exc
         self.config = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = threads
@@ -414,7 +473,10 @@ def run(config: dict) -> dict:
     extra = {"precision": config["ov_precision"]} if suffix == ".xml" and config.get("ov_precision") else {}
     rss_runtime = _rss_mb()
     t0 = time.perf_counter_ns()
-    model = cls(path, threads, module, package, **extra)
+    try:
+        model = cls(path, threads, module, package, **extra)
+    except InvalidModel as exc:
+        raise InvalidModel(f"{os.path.basename(path)} is not a valid {FORMATS[suffix]}: {exc}") from None
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     if config.get("inputs"):
         return _save_outputs(model, config, path, threads, load_ms)
@@ -464,6 +526,9 @@ def main(argv=None) -> int:
     except MissingRuntime as exc:
         print(json.dumps({"error": str(exc), "kind": "missing_runtime"}))
         return 3
+    except InvalidModel as exc:
+        print(json.dumps({"error": str(exc).splitlines()[0], "kind": "invalid_model"}))
+        return 2
     except Exception as exc:  # report, don't trace: the caller prints one line
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))
         return 1

@@ -8,7 +8,21 @@ from .console import console as make_console
 from rich.table import Table
 
 from ..models import STANDARD_VARIANTS, count, create
-from .options import json_option, model_names, resolution_option, width_option
+from ..models.registry import MAX_NUM_CLASSES, MAX_RESOLUTION, MAX_WIDTH, MIN_RESOLUTION
+from .options import json_option, model_names
+
+
+def _width(ctx, param, value: float) -> float:
+    if not 0 < value <= MAX_WIDTH:
+        raise click.BadParameter(f"must be > 0 and at most {MAX_WIDTH:g}, got {value:g}")
+    return value
+
+
+def _resolution(ctx, param, value: int) -> int:
+    if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+        raise click.BadParameter(f"must be at least {MIN_RESOLUTION} and at most {MAX_RESOLUTION}, "
+                                 f"got {value}")
+    return value
 
 
 def _millions(n: int) -> str:
@@ -44,14 +58,15 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
 @models.command("show", help=f"Per-layer parameters and MACs of one model ({model_names()}).")
 @click.argument("name")
-@width_option
-@resolution_option
-@click.option("--num-classes", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--width", type=float, default=1.0, show_default=True, callback=_width,
+              help="Width multiplier (alpha).")
+@click.option("--resolution", type=int, default=224, show_default=True, callback=_resolution,
+              help="Input resolution in pixels.")
+@click.option("--num-classes", type=click.IntRange(min=1, max=MAX_NUM_CLASSES), default=1000,
+              show_default=True)
 @json_option
-def show(name: str, width: float | None, resolution: int | None, num_classes: int,
-         as_json: bool) -> None:
-    resolution = resolution or 224
-    model = create(name, width=width or 1.0, resolution=resolution, num_classes=num_classes)
+def show(name: str, width: float, resolution: int, num_classes: int, as_json: bool) -> None:
+    model = create(name, width=width, resolution=resolution, num_classes=num_classes)
     acc = count(model, resolution)
     if as_json:
         click.echo(json.dumps({"name": name, "width": model.meta.width, **acc.to_dict()}, indent=2))

@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 import click
+from rich.table import Table
 
 from ..errors import InputError
 from ..models import list_models
-from ..models.weights import resolve_imagenet, save_checkpoint
+from ..models.registry import MAX_WIDTH
+from ..models.weights import TORCHVISION_WEIGHTS, resolve_imagenet, save_checkpoint
+from .console import console as make_console
 from .options import json_option
 
 
@@ -30,7 +33,8 @@ def _read_labels(path: Path | None) -> list[str] | None:
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--arch", required=True, type=click.Choice(list_models()),
               help="Architecture of the source model.")
-@click.option("--width", type=float, default=None, help="Width multiplier (inferred when omitted).")
+@click.option("--width", type=click.FloatRange(0, MAX_WIDTH, min_open=True), default=None,
+              help="Width multiplier (inferred when omitted).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Text file with one class name per line, stored in the checkpoint.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
@@ -51,9 +55,11 @@ def import_cmd(src: Path, arch: str, width: float | None, labels: Path | None, o
 
 
 @weights.command("fetch")
-@click.argument("arch", type=click.Choice(list_models()))
+@click.argument("arch", type=click.Choice(sorted(TORCHVISION_WEIGHTS)))
 def fetch(arch: str) -> None:
-    """Put torchvision's published ImageNet checkpoint for ARCH in the torch hub cache."""
+    """Put torchvision's published ImageNet checkpoint for ARCH in the torch hub cache.
+
+    torchvision publishes no MobileNet V1: import TensorFlow's with `edgekit weights import`."""
     click.echo(str(resolve_imagenet(arch)))
 
 
@@ -61,12 +67,28 @@ def fetch(arch: str) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @json_option
 def info(checkpoint: Path, as_json: bool) -> None:
-    """Show the metadata stored in an edgekit checkpoint."""
+    """Show the metadata stored in an edgekit checkpoint (.pth, .pt or .safetensors)."""
     from ..models.weights import read_checkpoint
 
     state, meta = read_checkpoint(checkpoint)
     data = meta.to_dict() if meta else {"arch": None, "note": "bare state_dict, no edgekit metadata"}
     data["tensors"] = len(state)
-    if data.get("labels"):
-        data["labels"] = f"{len(data['labels'])} labels: {', '.join(data['labels'][:3])}, ..."
-    click.echo(json.dumps(data, indent=2))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"{checkpoint}", title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in data.items():
+        if value is not None:
+            table.add_row(key, _plain(key, value))
+    make_console().print(table, highlight=False)
+
+
+def _plain(key: str, value) -> str:
+    """One cell per metadata entry: labels abridged, preprocessing as key=value pairs."""
+    if key == "labels":
+        return f"{len(value)} ({', '.join(value[:3])}{', ...' if len(value) > 3 else ''})"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -17,6 +17,11 @@ ARCHS: dict[str, ArchSpec] = {
     spec.name: spec for spec in (MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_LARGE, MOBILENET_V3_SMALL)
 }
 MIN_RESOLUTION = 32
+# Upper bounds keep a typo (--width 100) from building a model that takes the machine's memory:
+# published MobileNets use widths up to 1.4 and resolutions up to 224.
+MAX_WIDTH = 4.0
+MAX_RESOLUTION = 1024
+MAX_NUM_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,13 @@ def get_spec(name: str) -> ArchSpec:
 
 def validate_options(width: float, resolution: int, num_classes: int, padding: str,
                      activation: str | None) -> None:
-    if not width > 0:
-        raise InputError(f"width must be > 0, got {width}")
-    if resolution < MIN_RESOLUTION:
-        raise InputError(f"resolution must be at least {MIN_RESOLUTION}, got {resolution}")
-    if num_classes < 1:
-        raise InputError(f"num_classes must be >= 1, got {num_classes}")
+    if not 0 < width <= MAX_WIDTH:
+        raise InputError(f"width must be > 0 and at most {MAX_WIDTH:g}, got {width:g}")
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise InputError(f"resolution must be at least {MIN_RESOLUTION} and at most {MAX_RESOLUTION}, "
+                         f"got {resolution}")
+    if not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise InputError(f"num_classes must be >= 1 and at most {MAX_NUM_CLASSES:,}, got {num_classes}")
     if padding not in PADDINGS:
         raise unknown("padding mode", padding, PADDINGS)
     if activation is not None and activation not in {a.value for a in Act}:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -48,11 +49,16 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMeta | None]:
     """(state_dict, meta or None for a bare state_dict such as torchvision's)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a weights file")
     if not path.is_file():
         raise InputError(f"weights file not found: {path}")
     if path.suffix not in CHECKPOINT_SUFFIXES:
         raise InputError(f"unsupported weights file {path.name}: expected one of "
                          f"{', '.join(CHECKPOINT_SUFFIXES)}")
+    if path.suffix != ".safetensors" and not _looks_like_torch_save(path):
+        raise InputError(f"cannot read weights file {path}: not a PyTorch checkpoint "
+                         "(neither torch.save's zip archive nor a pickle)")
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
@@ -62,9 +68,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMet
                 state = {k: f.get_tensor(k) for k in f.keys()}
             return state, ModelMeta.from_dict(json.loads(header)) if header else None
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's advice to retry with weights_only=False is unsafe
+        raise InputError(f"cannot read weights file {path}: not a checkpoint of plain tensors "
+                         f"({_unpickler_detail(exc)}); edgekit never unpickles other objects: "
+                         "re-save the weights with torch.save(model.state_dict(), PATH)") from exc
     except Exception as exc:  # corrupt or foreign file: one line, no traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read weights file {path}: {first}") from exc
+        raise InputError(f"cannot read weights file {path}: {_first_sentence(exc)}") from exc
     if isinstance(obj, dict) and FORMAT_KEY in obj:
         return obj["state_dict"], ModelMeta.from_dict(obj[FORMAT_KEY])
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -72,6 +81,26 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMet
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(f"{path} does not hold a state_dict of tensors")
     return obj, None
+
+
+def _looks_like_torch_save(path: Path) -> bool:
+    """torch.save writes a zip archive (or, before PyTorch 1.6, a binary pickle)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused, without its advice to load unsafely."""
+    lines = str(exc).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+    if not lines or "weights_only" in lines[0]:
+        return "refused by the safe loader"
+    return lines[0].split(". ")[0].strip().rstrip(".")  # drop the advice to allowlist the global
+
+
+def _first_sentence(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
