@@ -11,8 +11,8 @@ model's, over real images:
   * ``added_noise``: noise-to-signal power ratio of the output minus that of the input: the
     error the layer adds where it sits;
   * ``alone_sqnr_db``: SQNR of the model's *logits* when only this layer is quantized (its
-    weights and the activations it reads; everything else float). The ranking is by this: it is
-    what keeping the layer float would win back. (The layer-local figures above mislead as a
+    weights and the activations it reads; everything else float). The ranking (``rank``) is by
+    this, lowest first: it is what keeping the layer float would win back. (The layer-local figures above mislead as a
     ranking: on MobileNetV3-Small keeping the 27 layers that add most noise float changed top-1
     disagreement by under a point.)
 
@@ -59,6 +59,9 @@ class LayerError:
         return asdict(self)
 
 
+RANKING = "logits SQNR with only that layer quantized, lowest first"
+
+
 @dataclass
 class QuantReport:
     backend: str
@@ -66,12 +69,15 @@ class QuantReport:
     layers: list[LayerError]  # in graph order
     output_sqnr_db: float
     notes: list[str] = field(default_factory=list)
+    subject: str = ""  # what was compared: a build folder, or the model and the settings simulated
+    images: str = ""  # which images the layers were compared on
 
     def ranked(self) -> list[LayerError]:
         return sorted(self.layers, key=lambda e: e.rank)
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "n_images": self.n_images,
+        return {"backend": self.backend, "subject": self.subject, "images": self.images,
+                "n_images": self.n_images, "ranking": RANKING,
                 "output_sqnr_db": self.output_sqnr_db, "notes": self.notes,
                 "layers": [e.to_dict() for e in self.layers]}
 
@@ -250,9 +256,15 @@ def _alone_sqnr(float_model, int8_model, layers: list[str], images: np.ndarray) 
     return result
 
 
-def simulated_report(source, calibration, options, images: np.ndarray) -> QuantReport:
+def simulated_report(source, calibration, options, images: np.ndarray, reference=None) -> QuantReport:
     """The report for any backend's int8 build: the same model, calibration images and method
-    quantized for ONNX Runtime (QDQ) and compared with its float ONNX export."""
+    quantized for ONNX Runtime (QDQ) and compared with the float ONNX export of ``reference``.
+
+    ``source`` is what gets quantized: with int8 weights prepared as convert does
+    (int8_weights.py), pass them here and the float model as ``reference`` (a ModelSource with
+    the same modules, e.g. ``Int8Weights.folded``). Bias correction moves a layer's float output
+    by the shift int8 will cause, so the prepared model is no float reference: for MobileNetV3-
+    Small its float logits are ~4 dB SQNR from the real float model's. Default: ``source``."""
     import tempfile
     from dataclasses import replace
 
@@ -270,10 +282,31 @@ def simulated_report(source, calibration, options, images: np.ndarray) -> QuantR
                           activation_type="uint8" if options.activation_type == "uint8" else "int8",
                           weight_type="int8")
     with tempfile.TemporaryDirectory(prefix="edgekit-report-") as tmp:
-        exported = export_onnx(source, Path(tmp) / "float.onnx")
+        exported = export_onnx(reference if reference is not None else source, Path(tmp) / "float.onnx")
         float_onnx = prepare_for_quantization(exported, Path(tmp) / "float_prep.onnx")
         int8_onnx = get_backend("onnxruntime").convert(source, "int8", calibration,
                                                        Path(tmp) / "int8.onnx", ort_options).path
         report = onnx_report(float_onnx, int8_onnx, images, backend="onnxruntime (QDQ simulation)")
     report.notes.extend(notes)
     return report
+
+
+def prepared_report(source, calibration, options, images: np.ndarray) -> QuantReport:
+    """``simulated_report`` for the int8 model ``edgekit convert`` builds from ``source``: its int8
+    weights prepared as convert prepares them (int8_weights.py: optimal rounding on the first
+    ROUNDING_IMAGES calibration images, then bias correction for ``calibration``'s method),
+    quantized, and compared with the float model (not with the prepared one, whose corrected
+    biases are no float reference). An ONNX model (no PyTorch module) is quantized as it is: each
+    backend rounds its weights to nearest, as in convert."""
+    from .convert import ROUNDING_IMAGES
+    from .int8_weights import round_weights
+    from .source import ModelSource
+
+    if source.module is None:
+        return simulated_report(source, calibration, options, images)
+    prepared = round_weights(source.module, calibration.images[:ROUNDING_IMAGES])
+    int8 = ModelSource(meta=source.meta, module=prepared.bias_corrected(calibration.method, calibration.options))
+    # prepared.folded: the float model, BatchNorm folded: the same modules (and so the same
+    # ONNX names) as the prepared one, the float model's outputs
+    return simulated_report(int8, calibration, options, images,
+                            reference=ModelSource(meta=source.meta, module=prepared.folded))

@@ -11,7 +11,7 @@ from edgekit.backends.onnxruntime_backend import prepare_for_quantization
 from edgekit.errors import InputError
 from edgekit.mixed_precision import Evaluation, evaluate, fit_budget
 from edgekit.models.loading import load_model, randomize_statistics
-from edgekit.quant_report import layers_of, onnx_report, simulated_report
+from edgekit.quant_report import RANKING, layers_of, onnx_report, prepared_report, simulated_report
 from edgekit.source import ModelSource
 
 from conftest import shared_path
@@ -227,3 +227,127 @@ def test_a_missed_budget_fails_the_check(tmp_path, monkeypatch):
                                max_accuracy_drop=1.0, out=tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert not manifest["artifacts"][0]["parity_ok"] and (tmp_path / "model_int8.onnx").is_file()
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (its real exit codes and messages): (exit code, stdout, stderr)."""
+    from edgekit.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out = capsys.readouterr()
+    return exited.value.code, out.out, out.err
+
+
+SMALL = ("--model", "mobilenet_v2", "--width", "0.35", "--resolution", "96")
+
+
+def test_quant_report_on_a_build_compares_on_its_calibration_images(tmp_path, capsys):
+    """A build folder is compared on the images its manifest says it was calibrated on (not the
+    bundled photos); when they are gone, on the bundled photos with a note saying so."""
+    import json
+    import shutil
+
+    from edgekit.calibration import DEFAULT_CALIBRATION_DIR, list_images
+    from edgekit.convert import convert
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for photo in list_images(DEFAULT_CALIBRATION_DIR)[:6]:
+        shutil.copy(photo, calib / photo.name)
+    build = tmp_path / "build"
+    convert("x86", "mobilenet_v2", width=0.35, resolution=96, backend="onnxruntime", calib=calib,
+            calib_size=6, out=build, check=False)
+    code, out, err = _run(capsys, "quant-report", str(build), "-n", "4", "--top", "3",
+                          "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_images"] == 4 and report["notes"] == []
+    assert report["images"] == f"4 of the 6 images the build was calibrated on ({calib})"
+    assert str(build) in report["subject"] and "percentile on 6 images" in report["subject"]
+    assert str(calib) in out and "ranked by logits SQNR with only that layer quantized" in out
+    # the ranking is the one the help, the table and the README name
+    assert report["ranking"] == RANKING
+    ranked = sorted(report["layers"], key=lambda e: e["rank"])
+    assert [e["alone_sqnr_db"] for e in ranked] == sorted(e["alone_sqnr_db"] for e in ranked)
+
+    code, _, err = _run(capsys, "quant-report", str(build), "--calib-method", "entropy")
+    assert code == 2 and "--calib-method does not apply to a build folder" in err
+    assert "quantized already (calibrated with percentile on 6 images" in err
+
+    calib.rename(tmp_path / "moved")
+    code, _, err = _run(capsys, "quant-report", str(build), "-n", "3", "--top", "1",
+                        "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert f"the images the build was calibrated on ({calib}) are not there any more" in err
+    assert report["images"].startswith("3 bundled photos") and "not there any more" in report["notes"][0]
+
+
+def test_quant_report_on_a_model_refuses_before_the_work_and_says_what_it_simulated(tmp_path, capsys,
+                                                                                    monkeypatch):
+    import json
+
+    import edgekit.cli.quant_report_cmd as cmd
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("quantized before refusing")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cmd, "prepared_report", never, raising=False)
+        code, _, err = _run(capsys, "quant-report", *SMALL, "--target", "rpi9",
+                            "--json", str(tmp_path / "made" / "r.json"))
+        assert code == 2 and "unknown target 'rpi9'" in err and "quantizing" not in err
+        assert not (tmp_path / "made").exists()  # the folder --json made is gone with the run
+        code, _, err = _run(capsys, "quant-report", *SMALL, "--calib-method", "mse")
+        assert code == 2 and "has no 'mse' calibration" in err and "quantizing" not in err
+        (tmp_path / "afile").write_text("")
+        code, _, err = _run(capsys, "quant-report", *SMALL, "--json", str(tmp_path / "afile" / "r.json"))
+        assert code == 2 and "cannot write --json" in err and "quantizing" not in err
+
+    # a target without an ONNX Runtime build: its own int8 settings, said; --json's folder is made
+    path = tmp_path / "new" / "sub" / "r.json"
+    code, out, err = _run(capsys, "quant-report", *SMALL, "--target", "intel-cpu", "--calib-size", "8",
+                          "-n", "3", "--top", "3", "--json", str(path))
+    assert code == 0, err
+    report = json.loads(path.read_text())
+    assert "intel-cpu has no ONNX Runtime build" in report["notes"][0] and report["notes"][0] in err
+    assert "intel-cpu's openvino int8 build: uint8 activations" in report["subject"]
+    assert "mean_minmax calibration" in report["subject"]  # OpenVINO's default method
+    assert report["images"].startswith("3 of the 8 calibration images")
+
+
+def test_readme_and_help_name_the_ranking_the_code_uses():
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from edgekit.cli.quant_report_cmd import command
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## When int8 loses accuracy", 1)[1].split("\n## ", 1)[0]
+    assert "by the added noise" not in " ".join(section.split())
+    assert "logits SQNR with only that layer quantized" in " ".join(section.split())
+    assert "ranked by that last figure" in " ".join(CliRunner().invoke(command, ["--help"]).output.split())
+
+
+@pytest.mark.slow
+def test_model_report_matches_the_artifact_convert_builds(tmp_path):
+    """Model mode quantizes the weights convert prepares (rounding + bias correction) and compares
+    with the float model: its logits SQNR is the real artifact's (V3-Small: 3.5 dB against 13.7
+    when the bias-corrected model stood as the float reference)."""
+    from edgekit.calibration import load_calibration
+    from edgekit.convert import convert
+    from edgekit.models.importers import import_tflite
+
+    model = import_tflite(shared_path("models", "mobilenet_v3_small_1.0_224.uint8.tflite"),
+                          "mobilenet_v3_small")
+    manifest = convert("x86", model, backend="onnxruntime", precision="int8",
+                       calib=shared_path("imagenet-sample"), calib_size=16, out=tmp_path, check=False)
+    artifact = manifest.artifacts[0].parity["sqnr_db"]  # on the 16 calibration images
+    source = ModelSource.from_module(model)
+    calib = load_calibration(shared_path("imagenet-sample"), model.meta.preprocessing, 16, method="percentile")
+    report = prepared_report(source, calib, ConvertOptions(activation_type="uint8",
+                                                           calibration_method="percentile"), calib.images)
+    assert artifact > 8
+    assert abs(report.output_sqnr_db - artifact) < 1.0, (report.output_sqnr_db, artifact)

@@ -8,21 +8,8 @@ from .console import console as make_console
 from rich.table import Table
 
 from ..models import STANDARD_VARIANTS, count, create
-from ..models.registry import MAX_NUM_CLASSES, MAX_RESOLUTION, MAX_WIDTH, MIN_RESOLUTION
-from .options import json_option, model_names
-
-
-def _width(ctx, param, value: float) -> float:
-    if not 0 < value <= MAX_WIDTH:
-        raise click.BadParameter(f"must be > 0 and at most {MAX_WIDTH:g}, got {value:g}")
-    return value
-
-
-def _resolution(ctx, param, value: int) -> int:
-    if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
-        raise click.BadParameter(f"must be at least {MIN_RESOLUTION} and at most {MAX_RESOLUTION}, "
-                                 f"got {value}")
-    return value
+from ..models.registry import MAX_NUM_CLASSES
+from .options import check_resolution, check_width, json_option, model_names
 
 
 def _millions(n: int) -> str:
@@ -58,9 +45,9 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
 @models.command("show", help=f"Per-layer parameters and MACs of one model ({model_names()}).")
 @click.argument("name")
-@click.option("--width", type=float, default=1.0, show_default=True, callback=_width,
+@click.option("--width", type=float, default=1.0, show_default=True, callback=check_width,
               help="Width multiplier (alpha).")
-@click.option("--resolution", type=int, default=224, show_default=True, callback=_resolution,
+@click.option("--resolution", type=int, default=224, show_default=True, callback=check_resolution,
               help="Input resolution in pixels.")
 @click.option("--num-classes", type=click.IntRange(min=1, max=MAX_NUM_CLASSES), default=1000,
               show_default=True)
