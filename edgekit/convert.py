@@ -423,8 +423,10 @@ def _within_budget(backend: Backend, source: ModelSource, rounding: Int8Weights 
         ranking, details = [], []
         if first[1].drop_points > budget:
             say(f"per-layer report on {REPORT_IMAGES} calibration images...")
+            # compared with the float model, not with the bias-corrected weights _int8_source gives
+            reference = ModelSource(meta=source.meta, module=rounding.folded) if rounding else None
             report = simulated_report(_int8_source(source, rounding, backend, calibration), calibration, options,
-                                      calibration.images[:REPORT_IMAGES])
+                                      calibration.images[:REPORT_IMAGES], reference=reference)
             ranked = [e for e in report.ranked() if e.layer not in options.float_layers]
             ranking = [e.layer for e in ranked]
             details = [{"layer": e.layer, "alone_sqnr_db": e.alone_sqnr_db, "added_noise": e.added_noise,

@@ -29,11 +29,11 @@ def export_onnx(source: ModelSource, out: Path) -> Path:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    from .same_padding import same_padded
+                    from .same_padding import onnx_padded
 
                     # TF-SAME pads as separate Pad nodes halve ONNX Runtime's speed (MobileNetV2
                     # 12.0 vs 6.7 ms at 1 thread): export them as convolution padding instead.
-                    module, _ = same_padded(source.module.eval(), source.example_input())
+                    module, _ = onnx_padded(source.module.eval())
                     torch.onnx.export(module, (source.example_input(),), str(tmp),
                                       input_names=["input"], output_names=["logits"],
                                       opset_version=OPSET, dynamo=False)
