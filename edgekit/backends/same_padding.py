@@ -43,13 +43,18 @@ class ChannelsLastPadConv2d(TFSameConv2d):
 
 def channels_last_padded(module: nn.Module) -> tuple[nn.Module, int]:
     """A copy of ``module`` whose TF-SAME convolutions pad channels-last; (copy, layers changed)."""
+    return _with_same_convs_as(module, ChannelsLastPadConv2d)
+
+
+def _with_same_convs_as(module: nn.Module, kind: type[TFSameConv2d]) -> tuple[nn.Module, int]:
+    """A copy of ``module`` with each TFSameConv2d made a ``kind`` (same weights and module path)."""
     result = copy.deepcopy(module)
     changed = 0
     for name, conv in list(result.named_modules()):
         if type(conv) is not TFSameConv2d:
             continue
-        new = ChannelsLastPadConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                    dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
+        new = kind(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                   dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
         new.load_state_dict(conv.state_dict())
         _replace(result, name, new)
         changed += 1
@@ -81,22 +86,12 @@ class OnnxPadConv2d(TFSameConv2d):
     """A TF-SAME convolution that exports as one ONNX Conv with asymmetric pads."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = tuple(int(p) for p in self.pads(x))
         if not torch.onnx.is_in_onnx_export():
-            return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+            return super().forward(x)
+        pads = tuple(int(p) for p in self.pads(x))
         return _AsymmetricPadConv.apply(x, self.weight, self.bias, pads, self.stride, self.dilation, self.groups)
 
 
 def onnx_padded(module: nn.Module) -> tuple[nn.Module, int]:
     """A copy of ``module`` whose TF-SAME convolutions export as single ONNX Convs; (copy, layers changed)."""
-    result = copy.deepcopy(module)
-    changed = 0
-    for name, conv in list(result.named_modules()):
-        if type(conv) is not TFSameConv2d:
-            continue
-        new = OnnxPadConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
-        new.load_state_dict(conv.state_dict())
-        _replace(result, name, new)
-        changed += 1
-    return result.eval(), changed
+    return _with_same_convs_as(module, OnnxPadConv2d)
