@@ -95,14 +95,21 @@ def _chosen(value: str | Iterable[str] | None) -> set[str] | None:
 
 
 def resolve_source(model: nn.Module | str | Path | None, weights: str | None, width: float | None,
-                   resolution: int | None) -> ModelSource:
+                   resolution: int | None, normalisation: str | None = None) -> ModelSource:
+    """The model to convert; ``normalisation`` (preprocessing.NORMALISATIONS) overrides the input
+    value range it records (an ONNX file records none: torchvision's is assumed)."""
     if isinstance(model, nn.Module):
-        return ModelSource.from_module(model)
-    if model is not None and str(model).endswith(".onnx"):
+        source = ModelSource.from_module(model)
+    elif model is not None and str(model).endswith(".onnx"):
         if weights or width or resolution:
             raise InputError("--weights/--width/--resolution do not apply to an ONNX model")
-        return ModelSource.from_onnx(model)
-    return ModelSource.from_module(load_model(model, weights, width=width, resolution=resolution))
+        source = ModelSource.from_onnx(model)
+    else:
+        source = ModelSource.from_module(load_model(model, weights, width=width, resolution=resolution))
+    if normalisation is not None:
+        pre = source.meta.preprocessing.normalised(normalisation)
+        source = replace(source, meta=replace(source.meta, preprocessing=pre))
+    return source
 
 
 def tolerance_for(target: TargetProfile, precision: str) -> Tolerance:
@@ -123,7 +130,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             val_size: int | None = None, check: bool = True,
             max_accuracy_drop: float | None = None, float_layers: tuple[str, ...] = (),
             max_float_layers: int | None = None, weight_rounding: str = "optimal",
-            bias_correction: bool = True, parallel: bool = True,
+            bias_correction: bool = True, parallel: bool = True, normalisation: str | None = None,
             progress: Progress | None = None) -> Manifest:
     """Build, verify and record every artifact ``target`` lists (or the ``precision`` asked for).
 
@@ -134,6 +141,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     calibration images, once for every backend; "nearest" as the backends would.
     ``bias_correction``: correct each layer's bias for the output shift int8 causes (for the
     backends that do not do it themselves). Both: int8_weights.py.
+    ``normalisation``: the input value range, when the model does not record the right one.
     ``parallel``: convert the backends that are single-threaded Python work in a worker process
     beside the others (convert_worker.py).
     Raises ParityError after writing the manifest when an artifact is outside its tolerance.
@@ -145,7 +153,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
         get_backend(job.build.backend).require()
     out_dir = Path(out) if out is not None else Path("build") / profile.name
     with staged_folder(out_dir) as staging:
-        source = resolve_source(model, weights, width, resolution)
+        source = resolve_source(model, weights, width, resolution, normalisation)
         if source.module is None:  # a user's ONNX file: only some backends can take it
             refused = sorted({job.build.backend for job in jobs if not get_backend(job.build.backend).accepts_onnx})
             if refused:

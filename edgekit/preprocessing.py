@@ -1,7 +1,7 @@
 """How an image becomes a model input. One definition, used by calibration, parity, eval and demo."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# (mean, std) of (pixel / 255 - mean) / std for the common conventions
+NORMALISATIONS = {
+    "torchvision": (IMAGENET_MEAN, IMAGENET_STD),
+    "tensorflow": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # x / 127.5 - 1
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # x / 255 (e.g. MLPerf Tiny's visual wake words)
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,13 @@ class Preprocessing:
         """TF-slim's evaluation: central 87.5% crop, resize, ``x / 127.5 - 1``. On the ImageNet
         sample this scores Google's MobileNetV2 at 87.4% top-1; stretching the whole image, 82.0%."""
         return cls(size=size, resize=round(size * 256 / 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+    def normalised(self, name: str) -> "Preprocessing":
+        """This with the value range of NORMALISATIONS[name] (resize and crop unchanged)."""
+        if name not in NORMALISATIONS:
+            raise InputError(f"unknown normalisation '{name}' (choose from {', '.join(NORMALISATIONS)})")
+        mean, std = NORMALISATIONS[name]
+        return replace(self, mean=mean, std=std)
 
     def to_dict(self) -> dict:
         d = asdict(self)

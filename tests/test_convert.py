@@ -210,3 +210,30 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, ort_target):
     m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
                 calib=tmp_path / "calib", precision="int8")
     assert m.calibration["n_images"] == 3 and m.calibration["skipped_unreadable"] == 1
+
+
+def test_normalisation_overrides_the_recorded_input_range(tmp_path):
+    from edgekit.backends.onnx_export import export_onnx
+    from edgekit.convert import resolve_source
+    from edgekit.models import create
+    from edgekit.source import ModelSource
+
+    export_onnx(ModelSource.from_module(create("mobilenet_v3_small", width=0.5, resolution=64)), tmp_path / "m.onnx")
+    assert resolve_source(str(tmp_path / "m.onnx"), None, None, None).meta.preprocessing.std[0] == 0.229
+    unit = resolve_source(str(tmp_path / "m.onnx"), None, None, None, "unit").meta.preprocessing
+    assert (unit.mean, unit.std, unit.size) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 64)
+    tf = resolve_source("mobilenet_v3_small", None, 0.5, 64, "tensorflow").meta.preprocessing
+    assert tf.mean == tf.std == (0.5, 0.5, 0.5)
+    out = run("convert", "--model", str(tmp_path / "m.onnx"), "--normalisation", "caffe")
+    assert out.returncode == 2 and "'caffe' is not one of 'torchvision', 'tensorflow', 'unit'" in out.stderr
+
+
+def test_imported_float_model_takes_a_normalisation(tmp_path, shared):
+    from edgekit.models.weights import load_checkpoint
+
+    src = shared("models", "vww_96_float.tflite")  # MLPerf Tiny: input is pixel / 255
+    out = run("weights", "import", str(src), "--arch", "mobilenet_v1", "--normalisation", "unit",
+              "--out", str(tmp_path / "vww.pth"))
+    assert out.returncode == 0, out.stderr
+    pre = load_checkpoint(tmp_path / "vww.pth").meta.preprocessing
+    assert pre.mean == (0.0, 0.0, 0.0) and pre.std == (1.0, 1.0, 1.0) and pre.size == 96

@@ -12,7 +12,7 @@ from ..convert import DEFAULT_CALIB_SIZE, convert
 from ..manifest import Manifest
 from ..targets import DEFAULT_TARGET
 from ..int8_weights import ROUNDINGS
-from .options import resolution_option, width_option
+from .options import normalisation_option, resolution_option, width_option
 
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 
@@ -53,6 +53,7 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 @click.option("--bias-correction/--no-bias-correction", default=True, show_default=True,
               help="Correct each int8 layer's bias for the output shift quantization causes "
                    "(OpenVINO does its own).")
+@normalisation_option
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
               help="Output folder [default: build/<target>].")
 @click.option("--no-check", is_flag=True, help="Record parity failures but exit 0.")
@@ -61,7 +62,7 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
                    "beside the other backends).")
 def command(target, model, weights, width, resolution, calib, calib_size, calib_method, precision,
             backend, val, max_accuracy_drop, max_float_layers, float_layers, weight_rounding,
-            bias_correction, out, no_check, serial) -> None:
+            bias_correction, normalisation, out, no_check, serial) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
     and write DIR/manifest.json."""
     if max_float_layers is not None and max_accuracy_drop is None:
@@ -79,7 +80,7 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
                            float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
                            weight_rounding=weight_rounding,
                            bias_correction=bias_correction, check=not no_check,
-                           parallel=not serial, progress=progress)
+                           parallel=not serial, normalisation=normalisation, progress=progress)
     print_summary(manifest)
 
 

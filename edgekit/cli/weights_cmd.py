@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -12,7 +13,7 @@ from ..models import list_models
 from ..models.registry import MAX_WIDTH
 from ..models.weights import TORCHVISION_WEIGHTS, resolve_imagenet, save_checkpoint
 from .console import console as make_console
-from .options import json_option
+from .options import json_option, normalisation_option
 
 
 @click.group()
@@ -39,7 +40,9 @@ def _read_labels(path: Path | None) -> list[str] | None:
               help="Text file with one class name per line, stored in the checkpoint.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Checkpoint to write (.pth or .safetensors).")
-def import_cmd(src: Path, arch: str, width: float | None, labels: Path | None, out: Path) -> None:
+@normalisation_option
+def import_cmd(src: Path, arch: str, width: float | None, labels: Path | None, out: Path,
+               normalisation: str | None) -> None:
     """Import a published TensorFlow MobileNet (.tflite, or Keras .h5) into an edgekit checkpoint."""
     from ..models import importers
 
@@ -48,6 +51,8 @@ def import_cmd(src: Path, arch: str, width: float | None, labels: Path | None, o
     if out.suffix not in (".pth", ".pt", ".safetensors"):
         raise InputError(f"--out must end in .pth, .pt or .safetensors, got {out.name}")
     model = importers.import_model(src, arch=arch, width=width, labels=_read_labels(labels))
+    if normalisation is not None:  # a float file does not say what range it was trained on
+        model.meta = replace(model.meta, preprocessing=model.meta.preprocessing.normalised(normalisation))
     save_checkpoint(model, out)
     m = model.meta
     click.echo(f"imported {src.name} as {m.arch} width {m.width:g} at {m.resolution}px, "
