@@ -133,6 +133,17 @@ def test_precision_of_an_unnamed_file_is_read_from_it(build, tmp_path):
         assert artifacts_in(copy) == [(copy, "onnxruntime", precision, None)]
 
 
+def test_googles_uint8_files_are_labelled_uint8(shared, tmp_path):
+    quant = shared("models", "mobilenet_v2_1.0_224_quant.tflite")  # TF1 quantized: uint8 weights
+    copy = tmp_path / "v2_quantized.tflite"  # the name does not say: read from the weights
+    copy.write_bytes(quant.read_bytes())
+    assert artifacts_in(copy)[0][1:3] == ("tflite", "uint8")
+    v3 = shared("models", "mobilenet_v3_small_1.0_224.uint8.tflite")
+    assert artifacts_in(v3)[0][1:3] == ("tflite", "uint8")
+    ptq = shared("models", "tf2_mobilenet_v2_1.0_224_ptq.tflite")  # int8 inside, uint8 input
+    assert artifacts_in(ptq)[0][1:3] == ("tflite", "int8")
+
+
 def _result(name, p50, threads=None, group="", runtime_threads=None, device="local"):
     details = {} if runtime_threads is None else {"threads": runtime_threads}
     return BenchResult(artifact=name, backend="tflite", precision="fp32", threads=threads,

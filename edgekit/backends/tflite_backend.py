@@ -839,11 +839,14 @@ class TFLiteBackend(Backend):
     # -- load -----------------------------------------------------------------------------------
 
     def stored_precision(self, path: Path) -> str:
-        """int8 when the conv/FC weights are integer, fp16 when float16 (dequantized at load)."""
+        """int8 when the conv/FC weights are integer (uint8 when all are: TF1's quantized models),
+        fp16 when float16 (dequantized at load)."""
         plain = _make_interpreter(Path(path), delegates=False)
         tensors = {t["index"]: np.dtype(t["dtype"]) for t in plain.get_tensor_details()}
         weights = {tensors.get(d["inputs"][1]) for d in _ops_details(plain)
                    if d["op_name"] in WEIGHTED_OPS and len(d["inputs"]) > 1}
+        if weights == {np.dtype(np.uint8)}:
+            return "uint8"
         return precision_of(bool(weights & {np.dtype(np.int8), np.dtype(np.uint8)}),
                             np.dtype(np.float16) in tensors.values())
 

@@ -63,7 +63,7 @@ def _guess(path: Path) -> tuple[str, str]:
     """(backend, precision) of a file outside a convert folder: precision from the name when it
     says, else read from the model (its weights' type), else "unknown"."""
     backend = {".tflite": "tflite", ".onnx": "onnxruntime", ".xml": "openvino"}[path.suffix]
-    precision = next((p for p in ("int8", "fp16", "fp32") if p in path.stem), None)
+    precision = next((p for p in ("uint8", "int8", "fp16", "fp32") if p in path.stem), None)
     if "edgetpu" in path.name:
         backend, precision = "edgetpu", "int8"  # the Edge TPU runs nothing else
     if precision is None:
