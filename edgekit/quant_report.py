@@ -103,6 +103,55 @@ def layers_of(graph) -> list[Layer]:
     return result
 
 
+# op -> its Add/Clip/Mul form as PyTorch exports edgekit's HardSwish / HardSigmoid modules:
+# (node suffix, op, inputs) with "x" the op's input and "c<k>" the scope's k-th constant
+_DECOMPOSED = {
+    "HardSwish": [("Add", "Add", ("x", "c0")), ("Clip", "Clip", ("Add", "c1", "c2")),
+                  ("Mul", "Mul", ("x", "Clip")), ("Mul_1", "Mul", ("Mul", "c3"))],
+    "HardSigmoid": [("Add", "Add", ("x", "c0")), ("Clip", "Clip", ("Add", "c1", "c2")),
+                    ("Mul", "Mul", ("Clip", "c3"))],
+}
+_CONSTANTS = (3.0, 0.0, 6.0, 1.0 / 6.0)
+
+
+def decomposed_hard_activations(model):
+    """``model`` with ONNX HardSwish/HardSigmoid nodes (ONNX Runtime's fp32 artifact) written as
+    the Add/Clip/Mul nodes of the same names the int8 artifact was quantized from, so that the
+    two graphs can be compared node by node."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    if not any(n.op_type in _DECOMPOSED for n in graph.node):
+        return model
+    nodes = []
+    for node in graph.node:
+        if node.op_type not in _DECOMPOSED:
+            nodes.append(node)
+            continue
+        scope = node.name.rsplit("/", 1)[0]
+        names = {"x": node.input[0]}
+        for k, value in enumerate(_CONSTANTS):
+            suffix = f"Constant_{k}" if k else "Constant"
+            names[f"c{k}"] = f"{scope}/{suffix}_output_0"
+            nodes.append(helper.make_node("Constant", [], [names[f"c{k}"]], name=f"{scope}/{suffix}",
+                                          value=helper.make_tensor("value", onnx.TensorProto.FLOAT, [], [value])))
+        for suffix, op, inputs in _DECOMPOSED[node.op_type]:
+            names[suffix] = f"{scope}/{suffix}_output_0"
+            nodes.append(helper.make_node(op, [names[i] for i in inputs], [names[suffix]], name=f"{scope}/{suffix}"))
+        final = names[_DECOMPOSED[node.op_type][-1][0]]
+        for other in graph.node:
+            for i, t in enumerate(other.input):
+                if t == node.output[0]:
+                    other.input[i] = final
+        for out in graph.output:
+            if out.name == node.output[0]:
+                out.name = final
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
 def _dequantized(graph) -> dict[str, str]:
     """tensor -> the DequantizeLinear output its consumers read in a QDQ graph."""
     quantized = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
@@ -162,7 +211,7 @@ def onnx_report(float_onnx: str | Path, int8_onnx: str | Path, images: np.ndarra
     """Compare a float ONNX model and its QDQ int8 version layer by layer on ``images`` (NCHW)."""
     import onnx
 
-    float_model = onnx.load(str(float_onnx))
+    float_model = decomposed_hard_activations(onnx.load(str(float_onnx)))
     int8_model = onnx.load(str(int8_onnx))
     layers = layers_of(float_model.graph)
     if not layers:

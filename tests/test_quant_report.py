@@ -351,3 +351,37 @@ def test_model_report_matches_the_artifact_convert_builds(tmp_path):
                                                            calibration_method="percentile"), calib.images)
     assert artifact > 8
     assert abs(report.output_sqnr_db - artifact) < 1.0, (report.output_sqnr_db, artifact)
+
+
+def test_native_hard_activations_compare_node_by_node_with_the_decomposed_export(tmp_path):
+    """ONNX Runtime's fp32 artifact uses ONNX's HardSwish/HardSigmoid, its int8 one the
+    Add/Clip/Mul form: the report rewrites the first into the second, names and values."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from edgekit.backends.onnx_export import export_onnx
+    from edgekit.models import create
+    from edgekit.models.loading import randomize_statistics
+    from edgekit.quant_report import decomposed_hard_activations
+    from edgekit.source import ModelSource
+
+    model = create("mobilenet_v3_small", width=0.5, resolution=64)
+    randomize_statistics(model)
+    source = ModelSource.from_module(model.eval())
+    native = export_onnx(source, tmp_path / "native.onnx", native_hard_activations=True)
+    plain = export_onnx(source, tmp_path / "plain.onnx")
+    ops = [n.op_type for n in onnx.load(str(native)).graph.node]
+    assert ops.count("HardSwish") > 0 and ops.count("HardSigmoid") > 0 and "Clip" not in ops
+    rewritten = decomposed_hard_activations(onnx.load(str(native)))
+    onnx.checker.check_model(rewritten)
+
+    def named(graph):
+        # (Identity: aliases of equal initializers, numbered by the exporter)
+        return [(n.name, n.op_type, tuple(n.output)) for n in graph.node if n.op_type not in ("Constant", "Identity")]
+
+    assert named(rewritten.graph) == named(onnx.load(str(plain)).graph)
+    x = torch.randn(1, 3, 64, 64).numpy()
+    run = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(rewritten.SerializeToString()), run(str(plain)), atol=1e-5)
+    np.testing.assert_allclose(run(str(native)), run(str(plain)), atol=1e-4)

@@ -90,7 +90,7 @@ class OnnxRuntimeBackend(Backend):
                 out: Path, options: ConvertOptions) -> Artifact:
         self.require()
         if precision == "fp32":
-            export_onnx(source, out)
+            export_onnx(source, out, native_hard_activations=True)
             details = {}
         elif precision == "int8":
             if calibration is None:

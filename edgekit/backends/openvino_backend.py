@@ -216,7 +216,7 @@ class OpenVINOBackend(Backend):
         if precision == "int8":
             quantize = _quantizer(source, calibration, options)  # validates before any work
         with tempfile.TemporaryDirectory(prefix="edgekit-ov-") as tmp:
-            onnx_path = export_onnx(source, Path(tmp) / "model.onnx")
+            onnx_path = export_onnx(source, Path(tmp) / "model.onnx", native_hard_activations=True)
             try:
                 model = ov.convert_model(str(onnx_path))
             except Exception as exc:
