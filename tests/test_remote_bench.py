@@ -144,6 +144,14 @@ def test_remote_bench_returns_numbers_and_cleans_up(home, sshd, onnx_model, tmp_
     assert remote_dir.name.startswith("edgekit.") and not remote_dir.exists()
 
 
+def test_ov_precision_on_a_device_warns_for_other_artifacts(home, sshd, onnx_model, tmp_path):
+    devices = resolve_devices(["pi"], inventory(tmp_path / "devices.yaml", sshd, pi={}))
+    said = []
+    outcome = run(onnx_model, devices, ov_precision="f16", progress=said.append)
+    assert outcome.failures == [] and len(outcome.results) == 1
+    assert any("--ov-precision applies only to OpenVINO artifacts" in s and onnx_model.name in s for s in said)
+
+
 def test_user_at_host_spec_with_key_option(home, sshd, onnx_model):
     spec = f"{getpass.getuser()}@127.0.0.1:{sshd['port']}"
     [device] = resolve_devices([spec], key=sshd["key"])

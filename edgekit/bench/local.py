@@ -154,7 +154,7 @@ def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None
     # each PATH is a group: speedups over fp32 and "fastest" compare artifacts of one build
     items = [(str(path), *item) for path in paths for item in artifacts_in(Path(path))]
     if ov_precision:
-        _warn_ov_precision([artifact for _, artifact, *_ in items], say)
+        warn_ov_precision([artifact for _, artifact, *_ in items], say)
     runs: list[list[BenchResult]] = [[] for _ in items for _ in threads or [None]]
     for r in range(rounds):
         slot = 0
@@ -171,7 +171,7 @@ def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None
     return [_median_run(rs) for rs in runs]
 
 
-def _warn_ov_precision(artifacts: list[Path], say) -> None:
+def warn_ov_precision(artifacts: list[Path], say) -> None:
     others = [a.name for a in artifacts if a.suffix != ".xml"]
     if others:
         say(f"--ov-precision applies only to OpenVINO artifacts (.xml): ignored for {', '.join(others)}")

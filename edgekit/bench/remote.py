@@ -38,7 +38,7 @@ import yaml
 from ..errors import EdgekitError, InputError, MissingDependencyError, suggest, unknown
 from ..manifest import MANIFEST_NAME, Manifest
 from ..targets import _build
-from .local import RUNNER, BenchResult, BenchSettings, _result, artifacts_in
+from .local import RUNNER, BenchResult, BenchSettings, _result, artifacts_in, warn_ov_precision
 from .runner import split_ops
 
 INVENTORY_NAME = "devices.yaml"
@@ -483,6 +483,8 @@ def bench_remote(path: str | Path, devices: list[Device], threads: list[int | No
     _paramiko()
     say = progress or (lambda _m: None)
     artifacts = artifacts_in(Path(path))
+    if ov_precision:
+        warn_ov_precision([a for a, *_ in artifacts], say)
     settings = [BenchSettings(t, warmup, iterations, duration, per_op, ov_precision)
                 for t in threads or [None]]
     built_for = _manifest_target(Path(path))
