@@ -33,26 +33,38 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def writable_folder(folder: Path, what: str = "output folder") -> Iterator[Path]:
+    """Create ``folder`` and check that a file can be written in it, before any work; if the
+    block fails, remove the folders this created (still empty), so a failed run leaves none."""
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgekit-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{what} {folder} is not writable: {exc.strerror or exc}") from None
+    try:
+        yield folder
+    except BaseException:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def staged_folder(folder: Path) -> Iterator[Path]:
     """Create ``folder`` (checking it is writable) and yield a hidden staging folder inside it:
     build there, then ``publish``. Whatever the block leaves unpublished is removed; if it fails,
     ``folder`` is left as it was, and the folders this created are removed, so a failed or
     interrupted run changes nothing."""
-    created = [p for p in [folder, *folder.parents] if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+    with writable_folder(folder):
         staging = Path(tempfile.mkdtemp(prefix=".edgekit-build-", dir=folder))
-    except OSError as exc:
-        raise InputError(f"output folder {folder} is not writable: {exc.strerror or exc}") from None
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for path in created:  # deepest first
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def publish(staging: Path, folder: Path, names: list[str], index: str, stale: list[str]) -> None:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from rich.table import Table
 from ..backends.base import ConvertOptions, get_backend
 from ..calibration import load_calibration
 from ..errors import InputError
-from ..fileio import write_text_atomic
+from ..fileio import writable_folder, write_text_atomic
 from ..manifest import Manifest
 from ..quant_report import RANKING, QuantReport, onnx_report, prepared_report
 from ..targets import DEFAULT_TARGET, BuildSpec, TargetProfile, load_target
@@ -93,26 +91,12 @@ def command(ctx, build, model, weights, width, resolution, target, calib, calib_
 
 @contextlib.contextmanager
 def _json_folder(path: Path) -> Iterator[None]:
-    """Create the folder ``path`` goes in and check it takes a file, before the work (as bench
-    --json, the folder is created); if the work fails, remove the folders this created."""
+    """--json's folder, created and checked writable before the work (as bench --json, the
+    folder is created); removed again if the work fails."""
     if path.is_dir():
         raise click.BadParameter(f"{path} is a folder; give a file name", param_hint="--json")
-    folder = path.parent
-    created = [p for p in [folder, *folder.parents] if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(f"cannot write --json {path}: {exc.strerror or exc}") from None
-    try:
+    with writable_folder(path.parent, what=f"cannot write --json {path}: folder"):
         yield
-    except BaseException:
-        for p in created:  # deepest first
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise
 
 
 def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
