@@ -257,8 +257,8 @@ def onnx_report(float_onnx: str | Path, int8_onnx: str | Path, images: np.ndarra
 def _alone_sqnr(float_model, int8_model, layers: list[str], images: np.ndarray) -> dict[str, float]:
     """Logits SQNR with only one layer quantized, for each layer: the float model with the
     layer's nodes reading their inputs through the int8 model's Q/DQ chains (its weights and
-    the activations it reads). Built from the float model because the int8 one lost the ReLUs
-    its quantization ranges stand for."""
+    the activations it reads, and its bias: bias-corrected, int8_weights.py). Built from the
+    float model because the int8 one lost the ReLUs its quantization ranges stand for."""
     import onnx
 
     owner = onnx_layers(float_model.graph)
@@ -274,14 +274,17 @@ def _alone_sqnr(float_model, int8_model, layers: list[str], images: np.ndarray) 
         variant = onnx.ModelProto.FromString(float_model.SerializeToString())
         present = {t.name for t in variant.graph.initializer}
         added: list = []
+        shadowed: set[str] = set()
         for node in variant.graph.node:
             twin = q_nodes.get(node.name)
             if owner.get(node.name) != layer or twin is None or len(twin.input) != len(node.input):
                 continue
             for i, (mine, theirs) in enumerate(zip(node.input, twin.input)):
                 dq = producer.get(theirs)
-                if not mine or mine == theirs or dq is None or dq.op_type != "DequantizeLinear":
+                if not mine or dq is None or dq.op_type != "DequantizeLinear":
                     continue
+                if mine == theirs:  # a quantized bias, dequantized under its float name
+                    shadowed.add(mine)
                 chain = [dq]
                 q = producer.get(dq.input[0])
                 if q is not None and q.op_type == "QuantizeLinear":
@@ -297,6 +300,9 @@ def _alone_sqnr(float_model, int8_model, layers: list[str], images: np.ndarray) 
                             present.add(t)
                 node.input[i] = theirs
         variant.graph.node.extend(added)
+        kept = [t for t in variant.graph.initializer if t.name not in shadowed]
+        del variant.graph.initializer[:]
+        variant.graph.initializer.extend(kept)
         session = _session(variant.SerializeToString())
         acc = _Accumulator()
         for x, ref in zip(xs, reference):

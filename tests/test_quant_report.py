@@ -55,16 +55,17 @@ def test_layers_cover_every_convolution(models):
     assert len(names) == len(set(names)) == 53  # stem, 2 + 16 * 3 in the blocks, last conv, classifier
 
 
-def _damage(int8_path, layer: str, out):
-    """Corrupt the int8 weights of ``layer``: its per-channel weight scales off by up to 4x."""
+def _damage(int8_path, layer: str, out, part: str = "weight"):
+    """Corrupt the int8 weights of ``layer`` (its per-channel weight scales off by up to 4x) or
+    its bias (per-channel scales times -8..8)."""
     model = onnx.load(str(int8_path))
     producer = {o: n for n in model.graph.node for o in n.output}
     conv = next(n for n in model.graph.node
                 if n.op_type == "Conv" and in_layers(module_path(n.name), [layer]))
-    dq = producer[conv.input[1]]
+    dq = producer[conv.input[1 if part == "weight" else 2]]
     init = next(i for i in model.graph.initializer if i.name == dq.input[1])
     scale = onnx.numpy_helper.to_array(init)
-    factors = np.random.default_rng(0).uniform(0.25, 4.0, scale.shape)
+    factors = np.random.default_rng(0).uniform(*((0.25, 4.0) if part == "weight" else (-8.0, 8.0)), scale.shape)
     init.CopyFrom(onnx.numpy_helper.from_array((scale * factors).astype(np.float32), init.name))
     onnx.save(model, str(out))
     return out
@@ -85,6 +86,18 @@ def test_report_ranks_a_damaged_layer_first(models, calibration, tmp_path, layer
     assert set(row) >= {"layer", "ops", "sqnr_db", "cosine", "loss_db", "added_noise", "alone_sqnr_db", "rank"}
     assert top.alone_sqnr_db < 20 and top.added_noise > 0.05  # both views point at it
     assert -1.0 <= row["cosine"] <= 1.0
+
+
+def test_alone_sqnr_reads_the_int8_bias(models, calibration, tmp_path):
+    """The int8 model's bias (bias-corrected when convert built it) is a DequantizeLinear output
+    under the float bias's name: with only its layer quantized, the layer must use that one."""
+    float_onnx, int8 = models
+    layer = "features.12.conv.0"
+    images = calibration.images[:8]
+    damaged = onnx_report(float_onnx, _damage(int8, layer, tmp_path / "bias.onnx", part="bias"), images)
+    before, after = (next(e.alone_sqnr_db for e in report.layers if e.layer == layer)
+                     for report in (onnx_report(float_onnx, int8, images), damaged))
+    assert after < before - 6, (before, after)
 
 
 def test_float_layers_in_onnxruntime(source, calibration, tmp_path):
