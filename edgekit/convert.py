@@ -25,6 +25,7 @@ from .models.loading import load_model
 from .parity import Tolerance, compare
 from .source import ModelSource
 from .targets import BuildSpec, TargetProfile, load_target
+from .user_model import is_module_spec, load_module_spec, load_state
 from .int8_weights import ROUNDINGS, Int8Weights, round_weights
 
 DEFAULT_CALIB_SIZE = 200
@@ -95,17 +96,30 @@ def _chosen(value: str | Iterable[str] | None) -> set[str] | None:
 
 
 def resolve_source(model: nn.Module | str | Path | None, weights: str | None, width: float | None,
-                   resolution: int | None, normalisation: str | None = None) -> ModelSource:
-    """The model to convert; ``normalisation`` (preprocessing.NORMALISATIONS) overrides the input
-    value range it records (an ONNX file records none: torchvision's is assumed)."""
-    if isinstance(model, nn.Module):
-        source = ModelSource.from_module(model)
+                   resolution: int | None, normalisation: str | None = None,
+                   labels: list[str] | None = None) -> ModelSource:
+    """The model to convert: an nn.Module (edgekit's, or your own classifier), an architecture
+    name, a .onnx file or ``net.py:function`` (user_model.py); ``weights`` a checkpoint, or for
+    your own module a state_dict. ``normalisation`` (preprocessing.NORMALISATIONS) overrides the
+    input value range it records (an ONNX file or your own module records none: torchvision's is
+    assumed); ``labels`` its class names."""
+    own = isinstance(model, nn.Module) and not hasattr(model, "meta")
+    if (own or is_module_spec(model)) and width:
+        raise InputError("--width applies to edgekit's MobileNets, not to your own model")
+    if isinstance(model, nn.Module) or is_module_spec(model):
+        module = model if isinstance(model, nn.Module) else load_module_spec(model)
+        if weights and not hasattr(module, "meta"):
+            load_state(module, weights)
+        elif weights:
+            raise InputError("--weights: the model passed is built already")
+        source = ModelSource.from_module(module, resolution=resolution, labels=labels, weights=weights)
     elif model is not None and str(model).endswith(".onnx"):
         if weights or width or resolution:
             raise InputError("--weights/--width/--resolution do not apply to an ONNX model")
-        source = ModelSource.from_onnx(model)
+        source = ModelSource.from_onnx(model, labels=labels)
     else:
-        source = ModelSource.from_module(load_model(model, weights, width=width, resolution=resolution))
+        net = load_model(model, weights, width=width, resolution=resolution)
+        source = ModelSource.from_module(net, labels=labels)
     if normalisation is not None:
         pre = source.meta.preprocessing.normalised(normalisation)
         source = replace(source, meta=replace(source.meta, preprocessing=pre))
@@ -131,7 +145,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             max_accuracy_drop: float | None = None, float_layers: tuple[str, ...] = (),
             max_float_layers: int | None = None, weight_rounding: str = "optimal",
             bias_correction: bool = True, parallel: bool = True, normalisation: str | None = None,
-            progress: Progress | None = None) -> Manifest:
+            labels: list[str] | None = None, progress: Progress | None = None) -> Manifest:
     """Build, verify and record every artifact ``target`` lists (or the ``precision`` asked for).
 
     ``max_accuracy_drop`` (points of top-1 on a labelled ``val``, else of disagreement with the
@@ -141,7 +155,8 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     calibration images, once for every backend; "nearest" as the backends would.
     ``bias_correction``: correct each layer's bias for the output shift int8 causes (for the
     backends that do not do it themselves). Both: int8_weights.py.
-    ``normalisation``: the input value range, when the model does not record the right one.
+    ``normalisation``: the input value range, when the model does not record the right one;
+    ``labels``: its class names, likewise.
     ``parallel``: convert the backends that are single-threaded Python work in a worker process
     beside the others (convert_worker.py).
     Raises ParityError after writing the manifest when an artifact is outside its tolerance.
@@ -153,7 +168,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
         get_backend(job.build.backend).require()
     out_dir = Path(out) if out is not None else Path("build") / profile.name
     with staged_folder(out_dir) as staging:
-        source = resolve_source(model, weights, width, resolution, normalisation)
+        source = resolve_source(model, weights, width, resolution, normalisation, labels)
         if source.module is None:  # a user's ONNX file: only some backends can take it
             refused = sorted({job.build.backend for job in jobs if not get_backend(job.build.backend).accepts_onnx})
             if refused:

@@ -26,6 +26,7 @@ from .backends.base import Artifact, ConvertOptions, get_backend
 from .calibration import CalibrationSet
 from .errors import EdgekitError
 from .source import ModelSource
+from .user_model import sendable
 
 SERIAL_ENV = "EDGEKIT_SERIAL"  # set to 1 to convert everything in this process
 
@@ -40,7 +41,8 @@ class ConvertWorker:
         self._outputs: list[Path] = []
 
     def takes(self, backend_name: str, source: ModelSource) -> bool:
-        return self.enabled and source.module is not None and get_backend(backend_name).converts_in_python
+        return (self.enabled and source.module is not None and sendable(source.module)
+                and get_backend(backend_name).converts_in_python)
 
     def submit(self, backend_name: str, source: ModelSource, precision: str,
                calibration: CalibrationSet | None, out: Path, options: ConvertOptions) -> Future | None:

@@ -21,6 +21,18 @@ class LabelledSet:
         return len(self.files)
 
 
+def read_labels(path: str | Path) -> list[str]:
+    """Class names, one per line, in output order."""
+    path = Path(path)
+    try:
+        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read labels file {path}: {exc.__class__.__name__}") from exc
+    if not labels:
+        raise InputError(f"labels file {path} is empty")
+    return labels
+
+
 def background_offset(labels: list[str] | None, num_classes: int) -> int:
     """1 for TensorFlow's 1001-class ImageNet models (output 0 is "background"), else 0."""
     if num_classes == 1001 and (not labels or labels[0].strip().lower() == "background"):

@@ -31,10 +31,19 @@ class ModelSource:
         return torch.zeros(self.input_shape)
 
     @classmethod
-    def from_module(cls, module: nn.Module) -> "ModelSource":
+    def from_module(cls, module: nn.Module, *, resolution: int | None = None,
+                    labels: list[str] | None = None, weights: str | None = None) -> "ModelSource":
+        """An edgekit model (its ``.meta`` says everything) or your own classifier: an nn.Module
+        taking (1, 3, S, S) images (S = ``resolution``, default 224), returning (1, classes) logits."""
         if not hasattr(module, "meta"):
-            raise InputError("the model has no .meta (ModelMeta); build it with edgekit.models")
-        return cls(meta=module.meta, module=module.eval())
+            from .user_model import describe
+
+            return cls(meta=describe(module, resolution=resolution, labels=labels, weights=weights),
+                       module=module.eval())
+        meta = module.meta
+        if labels is not None:
+            meta = meta.with_(labels=tuple(_fitting(labels, meta.num_classes)))
+        return cls(meta=meta, module=module.eval())
 
     @classmethod
     def from_onnx(cls, path: str | Path, preprocessing: Preprocessing | None = None,
@@ -60,6 +69,8 @@ class ModelSource:
             raise InputError(f"{path.name} input shape {dims}: expected [1, 3, S, S] (NCHW, static size)")
         out_dims = [d.dim_value or None for d in model.graph.output[0].type.tensor_type.shape.dim]
         classes = out_dims[-1] if out_dims and out_dims[-1] else 1000
+        if labels is not None:
+            _fitting(labels, int(classes))
         size = int(dims[2])
         meta = ModelMeta(arch=path.stem, resolution=size, num_classes=int(classes),
                          labels=tuple(labels) if labels else None,
@@ -83,6 +94,12 @@ class ModelSource:
         session = ort.InferenceSession(str(self.onnx_path), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return np.concatenate([session.run(None, {name: x[None]})[0] for x in images])
+
+
+def _fitting(labels: list[str], classes: int) -> list[str]:
+    if len(labels) != classes:
+        raise InputError(f"{len(labels)} labels for a model with {classes} outputs")
+    return labels
 
 
 # Images per PyTorch forward call on the CPU: MobileNetV2's float forward over 200 images took

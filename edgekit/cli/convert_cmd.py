@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..backends.base import PRECISIONS
 from ..convert import DEFAULT_CALIB_SIZE, convert
+from ..datasets import read_labels
 from ..manifest import Manifest
 from ..targets import DEFAULT_TARGET
 from ..int8_weights import ROUNDINGS
@@ -21,9 +22,13 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 @click.option("--target", "-t", default=DEFAULT_TARGET, show_default=True,
               help="Target name (see 'edgekit targets') or a target .yaml file.")
 @click.option("--model", "-m", default=None,
-              help="Model name (default mobilenet_v2, or the checkpoint's) or a .onnx file.")
+              help="Model name (default mobilenet_v2, or the checkpoint's), a .onnx file, or your "
+                   "own PyTorch classifier as FILE.py:FUNCTION (FUNCTION() returns the nn.Module).")
 @click.option("--weights", "-w", default=None,
-              help="'imagenet', an edgekit checkpoint or a torchvision-format state_dict.")
+              help="'imagenet', an edgekit checkpoint or a torchvision-format state_dict; with "
+                   "FILE.py:FUNCTION, a state_dict for that model.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Class names, one per line in output order (for a model that records none).")
 @width_option
 @resolution_option
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
@@ -60,7 +65,7 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
 @click.option("--serial", is_flag=True,
               help="Convert everything in this process (default: TFLite converts in a second process "
                    "beside the other backends).")
-def command(target, model, weights, width, resolution, calib, calib_size, calib_method, precision,
+def command(target, model, weights, labels, width, resolution, calib, calib_size, calib_method, precision,
             backend, val, max_accuracy_drop, max_float_layers, float_layers, weight_rounding,
             bias_correction, normalisation, out, no_check, serial) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
@@ -80,7 +85,8 @@ def command(target, model, weights, width, resolution, calib, calib_size, calib_
                            float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
                            weight_rounding=weight_rounding,
                            bias_correction=bias_correction, check=not no_check,
-                           parallel=not serial, normalisation=normalisation, progress=progress)
+                           parallel=not serial, normalisation=normalisation,
+                           labels=read_labels(labels) if labels else None, progress=progress)
     print_summary(manifest)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from ..datasets import read_labels
 from ..errors import InputError
 from ..models import list_models
 from ..models.registry import MAX_WIDTH
@@ -19,15 +20,6 @@ from .options import json_option, normalisation_option
 @click.group()
 def weights() -> None:
     """Import, fetch and inspect model weights."""
-
-
-def _read_labels(path: Path | None) -> list[str] | None:
-    if path is None:
-        return None
-    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not labels:
-        raise InputError(f"labels file {path} is empty")
-    return labels
 
 
 @weights.command("import")
@@ -50,7 +42,7 @@ def import_cmd(src: Path, arch: str, width: float | None, labels: Path | None, o
         raise InputError(f"source model not found: {src}")
     if out.suffix not in (".pth", ".pt", ".safetensors"):
         raise InputError(f"--out must end in .pth, .pt or .safetensors, got {out.name}")
-    model = importers.import_model(src, arch=arch, width=width, labels=_read_labels(labels))
+    model = importers.import_model(src, arch=arch, width=width, labels=read_labels(labels) if labels else None)
     if normalisation is not None:  # a float file does not say what range it was trained on
         model.meta = replace(model.meta, preprocessing=model.meta.preprocessing.normalised(normalisation))
     save_checkpoint(model, out)
