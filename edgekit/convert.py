@@ -22,6 +22,7 @@ from .fileio import publish, staged_folder
 from .manifest import MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
 from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
+from .models.meta import ModelMeta
 from .parity import Tolerance, compare
 from .source import ModelSource
 from .targets import BuildSpec, TargetProfile, load_target
@@ -103,15 +104,15 @@ def resolve_source(model: nn.Module | str | Path | None, weights: str | None, wi
     your own module a state_dict. ``normalisation`` (preprocessing.NORMALISATIONS) overrides the
     input value range it records (an ONNX file or your own module records none: torchvision's is
     assumed); ``labels`` its class names."""
-    own = isinstance(model, nn.Module) and not hasattr(model, "meta")
-    if (own or is_module_spec(model)) and width:
-        raise InputError("--width applies to edgekit's MobileNets, not to your own model")
     if isinstance(model, nn.Module) or is_module_spec(model):
         module = model if isinstance(model, nn.Module) else load_module_spec(model)
-        if weights and not hasattr(module, "meta"):
-            load_state(module, weights)
-        elif weights:
+        own = not isinstance(getattr(module, "meta", None), ModelMeta)
+        if own and width:
+            raise InputError("--width applies to edgekit's MobileNets, not to your own model")
+        if weights and not own:
             raise InputError("--weights: the model passed is built already")
+        if weights:
+            load_state(module, weights)
         source = ModelSource.from_module(module, resolution=resolution, labels=labels, weights=weights)
     elif model is not None and str(model).endswith(".onnx"):
         if weights or width or resolution:

@@ -35,7 +35,7 @@ class ModelSource:
                     labels: list[str] | None = None, weights: str | None = None) -> "ModelSource":
         """An edgekit model (its ``.meta`` says everything) or your own classifier: an nn.Module
         taking (1, 3, S, S) images (S = ``resolution``, default 224), returning (1, classes) logits."""
-        if not hasattr(module, "meta"):
+        if not isinstance(getattr(module, "meta", None), ModelMeta):  # GraphModule has a dict .meta
             from .user_model import describe
 
             return cls(meta=describe(module, resolution=resolution, labels=labels, weights=weights),

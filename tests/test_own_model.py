@@ -169,3 +169,23 @@ def test_a_model_file_stays_in_this_process(net):
     """Classes of a file imported by path exist only here: never sent to the worker."""
     source = ModelSource.from_module(load_module_spec(f"{net / 'net.py'}:build"), resolution=32)
     assert not ConvertWorker().takes("tflite", source)
+
+
+def test_batchnorm_outside_a_sequential_is_folded(net):
+    """ResNet-style ``self.bn(self.conv(x))``: folded on the fx graph, so int8 weights are rounded
+    where the backends quantize them; same function, same module paths."""
+    from edgekit.int8_weights import round_weights
+    from edgekit.models.fold import fold_batchnorm
+
+    model = _trained_like(load_module_spec(f"{net / 'net.py'}:build"))
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert "block.conv" in dict(folded.named_modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-5)
+    rounded = round_weights(model, np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32))
+    conv = dict(rounded.model.named_modules())["block.conv"]
+    w = conv.weight.detach().flatten(1)
+    steps = w / (w.abs().amax(1, keepdim=True) / 127)  # every weight on its channel's int8 grid
+    assert torch.allclose(steps, steps.round(), atol=1e-3)

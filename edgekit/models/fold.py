@@ -9,7 +9,9 @@ from torch import nn
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every Conv2d -> BatchNorm2d pair (inside a Sequential) merged."""
+    """A copy of ``model`` with every Conv2d -> BatchNorm2d pair merged: inside a Sequential
+    (edgekit's models) directly, elsewhere (your own model's ``self.bn(self.conv(x))``) on its
+    torch.fx graph."""
     model = copy.deepcopy(model).eval()
     for parent in model.modules():
         if not isinstance(parent, nn.Sequential):
@@ -19,7 +21,31 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 _fold(conv, bn)
                 setattr(parent, bn_name, nn.Identity())
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return _fold_traced(model)
     return model
+
+
+def _fold_traced(model: nn.Module) -> nn.Module:
+    """The model as a GraphModule with its conv -> BN pairs fused (module paths kept); a model
+    torch.fx cannot trace stays as it is: still correct, but its int8 weights are then rounded
+    before the backend folds the BatchNorm in, which moves them off the grid."""
+    try:
+        traced = torch.fx.symbolic_trace(model)
+    except Exception:  # noqa: BLE001 - data-dependent control flow and the like
+        return model
+    modules = dict(traced.named_modules())
+    for node in list(traced.graph.nodes):
+        conv = node.args[0] if node.op == "call_module" and node.args else None
+        if (isinstance(modules.get(node.target), nn.BatchNorm2d) and isinstance(conv, torch.fx.Node)
+                and conv.op == "call_module" and isinstance(modules.get(conv.target), nn.Conv2d)
+                and len(conv.users) == 1):
+            _fold(modules[conv.target], modules[node.target])
+            node.replace_all_uses_with(conv)
+            traced.graph.erase_node(node)
+    traced.delete_all_unused_submodules()
+    traced.recompile()
+    return traced
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
