@@ -9,7 +9,7 @@ import numpy as np
 from .backends.base import backend_for_path, get_backend
 from .datasets import load_images, load_labelled
 from .errors import InputError
-from .manifest import MANIFEST_NAME, Manifest, record_for
+from .manifest import MANIFEST_NAME, Manifest, has_record, record_for
 from .models.weights import load_checkpoint
 from .preprocessing import Preprocessing
 from .source import ModelSource
@@ -42,7 +42,17 @@ class Candidate:
     folder: "Path | None" = None  # the convert folder it belongs to (None: a bare checkpoint)
 
 
-def candidates(paths: list[Path]) -> list[Candidate]:
+@dataclass(frozen=True)
+class BareInput:
+    """How to feed artifacts no manifest describes (a reference model such as Google's .tflite):
+    the input value range (preprocessing.NORMALISATIONS) and, optionally, class names; the input
+    size and class count are read from the artifact."""
+
+    normalisation: str
+    labels: tuple[str, ...] | None = None
+
+
+def candidates(paths: list[Path], bare: BareInput | None = None) -> list[Candidate]:
     out: list[Candidate] = []
     for path in map(Path, paths):
         if path.is_dir() or path.name == MANIFEST_NAME:
@@ -65,7 +75,13 @@ def candidates(paths: list[Path]) -> list[Candidate]:
         else:
             if not path.exists():
                 raise InputError(f"not found: {path}")
-            backend_for_path(path)  # a clear error for a file no backend runs
+            backend = backend_for_path(path)  # a clear error for a file no backend runs
+            if not has_record(path):
+                if bare is None:
+                    raise InputError(f"{path.name} has no {MANIFEST_NAME} beside it that lists it: give "
+                                     "--normalisation (and --labels) to evaluate it as a bare model")
+                out.append(_bare_candidate(path, backend, bare))
+                continue
             manifest, record = record_for(path, "evaluation")
             meta = manifest.model_meta()
             out.append(Candidate(path, record.backend, record.precision, meta.preprocessing,
@@ -75,6 +91,18 @@ def candidates(paths: list[Path]) -> list[Candidate]:
         raise InputError("nothing to evaluate")
     unique = {c.path.resolve(): c for c in reversed(out)}  # a checkpoint named twice runs once
     return [c for c in out if unique[c.path.resolve()] is c]
+
+
+def _bare_candidate(path: Path, backend, bare: BareInput) -> Candidate:
+    artifact = backend.describe(path)
+    spec = artifact.input
+    size = spec.shape[2] if spec.layout == "NCHW" else spec.shape[1]
+    classes = get_backend(backend.name).load(path).run(np.zeros((1, 3, size, size), np.float32)).shape[1]
+    if bare.labels is not None and len(bare.labels) != classes:
+        raise InputError(f"{len(bare.labels)} labels for {path.name}, which has {classes} outputs")
+    pre = Preprocessing.torchvision(size).normalised(bare.normalisation)
+    return Candidate(path, backend.name, artifact.precision, pre, list(bare.labels) if bare.labels else None,
+                     classes)
 
 
 def _checkpoint_of(manifest: Manifest) -> Path | None:
@@ -117,13 +145,16 @@ def _predict(c: Candidate, images: np.ndarray) -> np.ndarray:
 
 
 def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None,
-             progress=None) -> list[EvalResult]:
+             progress=None, bare: BareInput | None = None) -> list[EvalResult]:
+    """Top-1/top-5 of each path on ``data``; ``bare`` says how to feed artifacts without a
+    manifest (their class names, if not given, are the other models')."""
     say = progress or (lambda _m: None)
-    cands = candidates([Path(p) for p in paths])
+    cands = candidates([Path(p) for p in paths], bare)
     first = cands[0]
     if any(c.num_classes != first.num_classes for c in cands):
         raise InputError("the models to compare have different numbers of classes")
-    dataset = load_labelled(data, first.labels, first.num_classes, limit)
+    labels = next((c.labels for c in cands if c.labels), None)
+    dataset = load_labelled(data, labels, first.num_classes, limit)
     say(f"{len(dataset)} labelled images from {dataset.source}")
     cache: dict[Preprocessing, tuple[np.ndarray, np.ndarray, list[Path]]] = {}
     logits = []

@@ -87,15 +87,27 @@ class Manifest:
             raise InputError(f"{path} is not a valid edgekit manifest: {exc}") from None
 
 
-def record_for(path: str | Path, purpose: str = "edgekit") -> tuple[Manifest, ArtifactRecord]:
-    """The manifest beside an artifact file and its entry; an InputError when there is none."""
-    path = Path(path)
+def has_record(path: str | Path) -> bool:
+    """Whether a manifest beside the artifact file lists it."""
+    return _listed(Path(path)) is not None
+
+
+def _listed(path: Path) -> tuple[Manifest, ArtifactRecord] | None:
     sibling = path.parent / MANIFEST_NAME
     if sibling.is_file():
         manifest = Manifest.read(sibling)
         for record in manifest.artifacts:
             if record.path == path.name:
                 return manifest, record
+    return None
+
+
+def record_for(path: str | Path, purpose: str = "edgekit") -> tuple[Manifest, ArtifactRecord]:
+    """The manifest beside an artifact file and its entry; an InputError when there is none."""
+    path = Path(path)
+    listed = _listed(path)
+    if listed is not None:
+        return listed
     raise InputError(f"{path.name} has no {MANIFEST_NAME} beside it that lists it: {purpose} needs "
                      "its preprocessing and labels (convert it with edgekit, or pass the folder)")
 

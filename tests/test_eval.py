@@ -178,3 +178,33 @@ def test_negative_class_index_is_rejected(setup, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "class index -1 is negative" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_bare_artifact_with_normalisation(setup, tmp_path):
+    """An artifact no manifest lists (a reference model): size and classes read from the file,
+    the value range from --normalisation, class names the other models'."""
+    from edgekit.evaluate import BareInput
+
+    tmp, ckpt, data = setup
+    bare = tmp_path / "reference.onnx"
+    shutil.copy(tmp / "out" / "model_fp32.onnx", bare)
+    results = evaluate([tmp / "out", bare], data, bare=BareInput("torchvision"))
+    listed = next(r for r in results if r.path.endswith("model_fp32.onnx"))
+    got = results[-1]
+    assert (got.path, got.backend, got.precision, got.n) == (str(bare), "onnxruntime", "fp32", 4)
+    assert (got.top1, got.top5) == (listed.top1, listed.top5)
+    # a different value range is a different input: the same file scores on what it is fed
+    unit = evaluate([bare], data, bare=BareInput("unit", tuple(LABELS)))[0]
+    assert unit.n == 4
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "edgekit.cli.main", "eval", str(bare), "--data", str(data),
+                               *args], capture_output=True, text=True, timeout=300)
+
+    for args, message in [((), "give --normalisation"),
+                          (("--labels", str(tmp_path / "l.txt")), "--labels applies with --normalisation"),
+                          (("--normalisation", "unit", "--labels", str(tmp_path / "l.txt")),
+                           "2 labels for reference.onnx, which has 4 outputs")]:
+        (tmp_path / "l.txt").write_text("a\nb\n")
+        done = cli(*args)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ..evaluate import evaluate
+from ..datasets import read_labels
+from ..evaluate import BareInput, evaluate
+from ..preprocessing import NORMALISATIONS
 from .console import console as make_console
 
 
@@ -30,13 +32,23 @@ def short_names(paths: list[str]) -> list[str]:
               help="Folder of class subfolders (label names) or a TSV of path<TAB>class.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Evaluate a seeded sample of this many images.")
+@click.option("--normalisation", type=click.Choice(list(NORMALISATIONS)), default=None,
+              help="For artifacts no manifest lists (e.g. Google's published .tflite): their input "
+                   "value range, torchvision ((x/255 - ImageNet mean) / std), tensorflow "
+                   "(x/127.5 - 1) or unit (x/255); size and classes are read from the file.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="With --normalisation: their class names, one per line [default: the other "
+                   "models'].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def command(paths, data, limit, as_json) -> None:
+def command(paths, data, limit, normalisation, labels, as_json) -> None:
     """Evaluate checkpoints (.pth/.safetensors), artifacts or whole convert folders on labelled
     images: top-1, top-5 and each artifact's agreement with its own float model (the checkpoint
     it was converted from, else its folder's fp32 artifact; "-" when neither is evaluated)."""
+    if labels is not None and normalisation is None:
+        raise click.UsageError("--labels applies with --normalisation (to artifacts without a manifest)")
+    bare = BareInput(normalisation, tuple(read_labels(labels)) if labels else None) if normalisation else None
     err = make_console(stderr=True)
-    results = evaluate(list(paths), data, limit, progress=lambda m: err.print(m, highlight=False))
+    results = evaluate(list(paths), data, limit, progress=lambda m: err.print(m, highlight=False), bare=bare)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return
