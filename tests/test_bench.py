@@ -1,3 +1,5 @@
+import csv
+import io
 import json
 import re
 import subprocess
@@ -52,8 +54,14 @@ def test_folder_threads_speedup_and_chart(build):
     ups = speedups(results)
     assert ups[0] == 1.0 and ups[2] > 0
     assert results[2].parity["top1_agreement"] is not None  # carried from the manifest
-    assert isinstance(json.loads(to_json(results)), list)
-    assert "p50_ms" in to_csv(results)
+    rows = json.loads(to_json(results))
+    assert [row["speedup_vs_fp32"] for row in rows] == [round(ups[i], 3) for i in range(4)]
+    for threads in (1, 2):  # the fastest row of each thread count, as the table's star
+        pair = [row for row in rows if row["threads"] == threads]
+        assert [row["fastest"] for row in pair] == [p is min(pair, key=lambda x: x["latency_ms"]["p50"])
+                                                     for p in pair]
+    csv_rows = list(csv.DictReader(io.StringIO(to_csv(results))))
+    assert [float(row["speedup_vs_fp32"]) for row in csv_rows] == [row["speedup_vs_fp32"] for row in rows]
     out = cli("bench", str(build), "-n", "5", "--warmup", "1")
     assert out.returncode == 0, out.stderr
     assert (build / "bench.png").stat().st_size > 1000

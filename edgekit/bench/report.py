@@ -173,12 +173,19 @@ def _side_by_side(results: list[BenchResult]) -> list[Table]:
     return tables
 
 
+def _compared(results: list[BenchResult]) -> list[tuple[float | None, bool]]:
+    """Per row, what the table shows beside it: speedup over its fp32, and whether it is the
+    fastest of the rows it compares with."""
+    ups, fast = speedups(results), set(fastest(results).values())
+    return [(None if ups[i] is None else round(ups[i], 3), i in fast) for i in range(len(results))]
+
+
 def to_json(results: list[BenchResult]) -> str:
     objs = []
-    for r in results:
+    for r, (up, fast) in zip(results, _compared(results)):
         d = r.to_dict()
         obj = {k: d[k] for k in JSON_KEYS}
-        obj.update(device=r.device, emulated=r.emulated, parity=r.parity)
+        obj.update(device=r.device, emulated=r.emulated, parity=r.parity, speedup_vs_fp32=up, fastest=fast)
         if r.per_op is not None:
             obj["per_op"] = r.per_op
         if r.extra.get("p50_rounds"):
@@ -193,15 +200,16 @@ def to_csv(results: list[BenchResult]) -> str:
     w.writerow(["device", "artifact", "backend", "precision", "threads", "runtime", "runtime_version",
                 "load_ms", "first_inference_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms",
                 "max_ms", "std_ms", "throughput_fps", "peak_rss_mb", "size_bytes", "n",
-                "top1_agreement"])
-    for r in results:
+                "top1_agreement", "speedup_vs_fp32", "fastest"])
+    for r, (up, fast) in zip(results, _compared(results)):
         lat = r.latency_ms
         w.writerow([r.device, r.artifact, r.backend, r.precision, r.threads, r.runtime["name"],
                     r.runtime["version"], f"{r.load_ms:.3f}", f"{r.first_inference_ms:.3f}",
                     f"{lat['p50']:.4f}", f"{lat['p90']:.4f}", f"{lat['p99']:.4f}",
                     f"{lat['mean']:.4f}", f"{lat['min']:.4f}", f"{lat['max']:.4f}",
                     f"{lat['std']:.4f}", f"{r.throughput_fps:.2f}", f"{r.peak_rss_mb:.1f}",
-                    r.size_bytes, r.n, (r.parity or {}).get("top1_agreement", "")])
+                    r.size_bytes, r.n, (r.parity or {}).get("top1_agreement", ""),
+                    "" if up is None else up, int(fast)])
     return buf.getvalue()
 
 
