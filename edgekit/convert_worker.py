@@ -13,11 +13,15 @@ build's in the last bit of a scale (V2, 200 photos: SQNR to fp32 24.37 vs 24.38 
 """
 from __future__ import annotations
 
+import importlib.machinery
 import multiprocessing
 import os
 import pickle
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -57,8 +61,12 @@ class ConvertWorker:
         except Exception:  # noqa: BLE001 - e.g. a module defined in a notebook
             return None
         self.start({backend_name})
+        try:
+            future = self._pool.submit(_convert, job)
+        except BrokenProcessPool:  # the worker died (killed, out of memory): convert in-process
+            return None
         self._outputs.append(Path(out))
-        return self._pool.submit(_convert, job)
+        return future
 
     def start(self, backends: set[str]) -> None:
         """Start the worker (when there is work for it) and import the ``backends``' converters
@@ -66,7 +74,8 @@ class ConvertWorker:
         if self._pool is None and backends and self.enabled:
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init_worker)
-            self._pool.submit(_import_converters, sorted(backends))
+            with _main_script_not_rerun():  # the process starts here
+                self._pool.submit(_import_converters, sorted(backends))
 
     def close(self, failed: bool = False) -> None:
         """Stop the worker; when the build ``failed``, also remove what a killed write left."""
@@ -101,6 +110,23 @@ def result(future: Future) -> tuple[Artifact, float] | None:
         raise
     except Exception:  # noqa: BLE001 - anything else is retried in-process, where it surfaces
         return None
+
+
+@contextmanager
+def _main_script_not_rerun():
+    """Spawn runs the parent's ``__main__`` script again in the new process unless its spec names
+    ``__main__``. A script calling ``convert()`` without ``if __name__ == "__main__":`` would then
+    repeat all it did (load, train, convert) in the worker and break it. The worker needs nothing
+    from the script: classes defined there are never sent to it (user_model.sendable)."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = None
 
 
 def _init_worker() -> None:

@@ -90,3 +90,25 @@ def test_backend_errors_cross_the_process_boundary_whole():
     error = pickle.loads(pickle.dumps(MissingDependencyError("litert-torch", "tflite")))
     assert isinstance(error, MissingDependencyError) and error.extra == "tflite"
     assert "pip install 'edgekit[tflite]'" in str(error)
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    """`python convert_my_model.py` with no `if __name__ == "__main__":`: spawning the worker must
+    not run the script again there (it would convert twice and break the worker)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "convert_my_model.py"
+    script.write_text(
+        "from edgekit.convert import convert\n"
+        "from edgekit.models.loading import load_model\n"
+        f"open({str(tmp_path / 'runs.txt')!r}, 'a').write('ran\\n')\n"
+        "model = load_model('mobilenet_v2', width=0.35, resolution=96)\n"
+        f"convert('rpi4', model, out={str(tmp_path / 'out')!r}, precision='int8', backend='tflite',\n"
+        "        calib_size=8, progress=print)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert WORKER in done.stdout  # converted in the worker, not after it broke
+    assert (tmp_path / "runs.txt").read_text() == "ran\n"
+    assert (tmp_path / "out" / "model_int8.tflite").is_file()
