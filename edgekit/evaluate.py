@@ -97,7 +97,7 @@ def _bare_candidate(path: Path, backend, bare: BareInput) -> Candidate:
     artifact = backend.describe(path)
     spec = artifact.input
     size = spec.shape[2] if spec.layout == "NCHW" else spec.shape[1]
-    classes = get_backend(backend.name).load(path).run(np.zeros((1, 3, size, size), np.float32)).shape[1]
+    classes = backend.load(path).run(np.zeros((1, 3, size, size), np.float32)).shape[1]
     if bare.labels is not None and len(bare.labels) != classes:
         raise InputError(f"{len(bare.labels)} labels for {path.name}, which has {classes} outputs")
     pre = Preprocessing.torchvision(size).normalised(bare.normalisation)
