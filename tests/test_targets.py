@@ -41,6 +41,18 @@ def test_unknown_target_suggests():
     ({"builds": [{"backend": "onnxrt", "precisions": ["fp32"]}]}, "unknown backend 'onnxrt'"),
     ({"builds": [{"backend": "onnxruntime", "precisions": ["int4"]}]}, "unknown precision 'int4'"),
     ({"builds": []}, "at least one backend"),
+    # values are type- and range-checked
+    ({"threads": "abc"}, r"t.yaml: threads must be an integer >= 1, got 'abc'"),
+    ({"threads": 0}, r"threads must be an integer >= 1, got 0"),
+    ({"threads": 2.5}, r"threads must be an integer >= 1"),
+    ({"cpu": {"arch": "x86_64", "cores": -2}}, r"t.yaml: cpu.cores must be an integer >= 1, got -2"),
+    ({"parity": {"int8_min_agreement": 85}},
+     r"parity.int8_min_agreement must be a fraction in \[0, 1\], got 85 \(did you mean 0.85\?\)"),
+    ({"parity": {"fp16_min_agreement": -0.1}}, r"parity.fp16_min_agreement must be a fraction in \[0, 1\]"),
+    ({"parity": {"fp32_max_abs_diff": "small"}}, r"parity.fp32_max_abs_diff must be a number >= 0"),
+    ({"parity": {"int8_min_sqnr_db": float("nan")}}, r"parity.int8_min_sqnr_db must be a number >= 0"),
+    ({"builds": [{"backend": "onnxruntime", "precisions": ["fp32"], "per_channel": "maybe"}]},
+     r"builds\[0\].per_channel must be true or false"),
 ])
 def test_bad_target_files(patch, message):
     data = {"name": "t", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
@@ -60,27 +72,6 @@ def test_target_from_path_and_bad_yaml(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(InputError, match="invalid YAML"):
         load_target(str(bad))
-
-
-@pytest.mark.parametrize("patch,message", [
-    ({"threads": "abc"}, r"t.yaml: threads must be an integer >= 1, got 'abc'"),
-    ({"threads": 0}, r"threads must be an integer >= 1, got 0"),
-    ({"threads": 2.5}, r"threads must be an integer >= 1"),
-    ({"cpu": {"arch": "x86_64", "cores": -2}}, r"t.yaml: cpu.cores must be an integer >= 1, got -2"),
-    ({"parity": {"int8_min_agreement": 85}},
-     r"parity.int8_min_agreement must be a fraction in \[0, 1\], got 85 \(did you mean 0.85\?\)"),
-    ({"parity": {"fp16_min_agreement": -0.1}}, r"parity.fp16_min_agreement must be a fraction in \[0, 1\]"),
-    ({"parity": {"fp32_max_abs_diff": "small"}}, r"parity.fp32_max_abs_diff must be a number >= 0"),
-    ({"parity": {"int8_min_sqnr_db": float("nan")}}, r"parity.int8_min_sqnr_db must be a number >= 0"),
-    ({"builds": [{"backend": "onnxruntime", "precisions": ["fp32"], "per_channel": "maybe"}]},
-     r"builds\[0\].per_channel must be true or false"),
-])
-def test_target_values_are_type_and_range_checked(patch, message):
-    data = {"name": "t", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
-            "builds": [{"backend": "onnxruntime", "precisions": ["fp32"]}]}
-    data.update(patch)
-    with pytest.raises(InputError, match=message):
-        parse_target(data, "t.yaml")
 
 
 def test_missing_target_file_is_not_an_unknown_target(tmp_path):
