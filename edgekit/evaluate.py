@@ -9,7 +9,7 @@ import numpy as np
 from .backends.base import backend_for_path, get_backend
 from .datasets import load_images, load_labelled
 from .errors import InputError
-from .manifest import MANIFEST_NAME, Manifest, has_record, record_for
+from .manifest import MANIFEST_NAME, Manifest, listed
 from .models.weights import load_checkpoint
 from .preprocessing import Preprocessing
 from .source import ModelSource
@@ -76,13 +76,14 @@ def candidates(paths: list[Path], bare: BareInput | None = None) -> list[Candida
             if not path.exists():
                 raise InputError(f"not found: {path}")
             backend = backend_for_path(path)  # a clear error for a file no backend runs
-            if not has_record(path):
+            found = listed(path)
+            if found is None:
                 if bare is None:
                     raise InputError(f"{path.name} has no {MANIFEST_NAME} beside it that lists it: give "
                                      "--normalisation (and --labels) to evaluate it as a bare model")
                 out.append(_bare_candidate(path, backend, bare))
                 continue
-            manifest, record = record_for(path, "evaluation")
+            manifest, record = found
             meta = manifest.model_meta()
             out.append(Candidate(path, record.backend, record.precision, meta.preprocessing,
                                  list(meta.labels or []) or None, meta.num_classes, _checkpoint_of(manifest),
@@ -94,14 +95,14 @@ def candidates(paths: list[Path], bare: BareInput | None = None) -> list[Candida
 
 
 def _bare_candidate(path: Path, backend, bare: BareInput) -> Candidate:
-    artifact = backend.describe(path)
-    spec = artifact.input
+    session = backend.load(path)
+    spec = session.input
     size = spec.shape[2] if spec.layout == "NCHW" else spec.shape[1]
-    classes = backend.load(path).run(np.zeros((1, 3, size, size), np.float32)).shape[1]
+    classes = session.run(np.zeros((1, 3, size, size), np.float32)).shape[1]
     if bare.labels is not None and len(bare.labels) != classes:
         raise InputError(f"{len(bare.labels)} labels for {path.name}, which has {classes} outputs")
     pre = Preprocessing.torchvision(size).normalised(bare.normalisation)
-    return Candidate(path, backend.name, artifact.precision, pre, list(bare.labels) if bare.labels else None,
+    return Candidate(path, backend.name, backend.stored_precision(path), pre, list(bare.labels) if bare.labels else None,
                      classes)
 
 

@@ -87,12 +87,9 @@ class Manifest:
             raise InputError(f"{path} is not a valid edgekit manifest: {exc}") from None
 
 
-def has_record(path: str | Path) -> bool:
-    """Whether a manifest beside the artifact file lists it."""
-    return _listed(Path(path)) is not None
-
-
-def _listed(path: Path) -> tuple[Manifest, ArtifactRecord] | None:
+def listed(path: str | Path) -> tuple[Manifest, ArtifactRecord] | None:
+    """The manifest beside an artifact file and its entry, if that manifest lists it."""
+    path = Path(path)
     sibling = path.parent / MANIFEST_NAME
     if sibling.is_file():
         manifest = Manifest.read(sibling)
@@ -105,9 +102,9 @@ def _listed(path: Path) -> tuple[Manifest, ArtifactRecord] | None:
 def record_for(path: str | Path, purpose: str = "edgekit") -> tuple[Manifest, ArtifactRecord]:
     """The manifest beside an artifact file and its entry; an InputError when there is none."""
     path = Path(path)
-    listed = _listed(path)
-    if listed is not None:
-        return listed
+    found = listed(path)
+    if found is not None:
+        return found
     raise InputError(f"{path.name} has no {MANIFEST_NAME} beside it that lists it: {purpose} needs "
                      "its preprocessing and labels (convert it with edgekit, or pass the folder)")
 
