@@ -26,7 +26,7 @@ from .models.meta import ModelMeta
 from .parity import Tolerance, compare
 from .source import ModelSource
 from .targets import BuildSpec, TargetProfile, load_target
-from .user_model import is_module_spec, load_module_spec, load_state
+from .user_model import is_module_spec, load_module_spec, load_weights
 from .int8_weights import ROUNDINGS, Int8Weights, round_weights
 
 DEFAULT_CALIB_SIZE = 200
@@ -112,7 +112,7 @@ def resolve_source(model: nn.Module | str | Path | None, weights: str | None, wi
         if weights and not own:
             raise InputError("--weights: the model passed is built already")
         if weights:
-            load_state(module, weights)
+            load_weights(module, weights)
         source = ModelSource.from_module(module, resolution=resolution, labels=labels, weights=weights)
     elif model is not None and str(model).endswith(".onnx"):
         if weights or width or resolution:

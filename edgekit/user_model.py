@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import InputError
 from .models.meta import ModelMeta
-from .models.weights import read_checkpoint
+from .models.weights import load_state, read_checkpoint
 from .preprocessing import Preprocessing
 
 # prefix of the sys.modules name a model file is imported under: such classes exist only in this
@@ -53,20 +53,11 @@ def load_module_spec(spec: str | Path) -> nn.Module:
     return model.eval()
 
 
-def load_state(model: nn.Module, weights: str | Path) -> None:
+def load_weights(model: nn.Module, weights: str | Path) -> None:
     """Load a state_dict file (models/weights.py: tensors only, never code) into ``model``,
     every key matching."""
-    path = Path(weights)
-    state, _ = read_checkpoint(path)
-    ours = model.state_dict()
-    missing = [k for k in ours if k not in state]
-    unexpected = [k for k in state if k not in ours]
-    shapes = [k for k in ours if k in state and tuple(state[k].shape) != tuple(ours[k].shape)]
-    if missing or unexpected or shapes:
-        parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes)) if keys]
-        raise InputError(f"{path} does not fit the model: {', '.join(parts)} keys")
-    model.load_state_dict(state)
+    state, _ = read_checkpoint(weights)
+    load_state(model, state, str(weights))
 
 
 def describe(model: nn.Module, *, resolution: int | None = None, labels: list[str] | None = None,

@@ -122,7 +122,7 @@ def test_convert_own_module_from_a_file(net):
     (["-m", "missing.py:build"], "model file not found"),
     (["-m", "net.py:build", "--width", "0.5"], "--width applies to edgekit's MobileNets"),
     (["-m", "net.py:build", "-w", "labels.txt"], "unsupported weights file"),
-    (["-m", "net.py:build", "-w", "wrong.pt"], "does not fit the model"),
+    (["-m", "net.py:build", "-w", "wrong.pt"], "weights wrong.pt do not fit TinyNet: missing stem.0.bias"),
     (["-m", "net.py:build", "--labels", "two.txt"], "2 labels for a model with 5 outputs"),
     (["-m", "bad.py:identity"], "expects (1, classes) logits"),
     (["-m", "bad.py:boom"], "bad.py:boom() failed: RuntimeError: out of memory"),

@@ -119,8 +119,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     if shapes:
         problems.append(f"shape mismatch {shapes[0]}" + (f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""))
     if problems:
-        raise InputError(f"weights {source} do not fit {model.meta.arch} "
-                         f"(width {model.meta.width}): {'; '.join(problems)}")
+        meta = getattr(model, "meta", None)
+        what = f"{meta.arch} (width {meta.width})" if isinstance(meta, ModelMeta) else type(model).__name__
+        raise InputError(f"weights {source} do not fit {what}: {'; '.join(problems)}")
     model.load_state_dict(state, strict=True)
 
 
