@@ -35,12 +35,11 @@ class ModelSource:
                     labels: list[str] | None = None, weights: str | None = None) -> "ModelSource":
         """An edgekit model (its ``.meta`` says everything) or your own classifier: an nn.Module
         taking (1, 3, S, S) images (S = ``resolution``, default 224), returning (1, classes) logits."""
-        if not isinstance(getattr(module, "meta", None), ModelMeta):  # GraphModule has a dict .meta
+        meta = getattr(module, "meta", None)
+        if not isinstance(meta, ModelMeta):  # your own model (a GraphModule's .meta is a dict)
             from .user_model import describe
 
-            return cls(meta=describe(module, resolution=resolution, labels=labels, weights=weights),
-                       module=module.eval())
-        meta = module.meta
+            meta = describe(module, resolution=resolution, weights=weights)
         if labels is not None:
             meta = meta.with_(labels=tuple(_fitting(labels, meta.num_classes)))
         return cls(meta=meta, module=module.eval())

@@ -60,12 +60,11 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
     load_state(model, state, str(weights))
 
 
-def describe(model: nn.Module, *, resolution: int | None = None, labels: list[str] | None = None,
-             name: str | None = None, weights: str | None = None) -> ModelMeta:
+def describe(model: nn.Module, *, resolution: int | None = None, weights: str | None = None) -> ModelMeta:
     """The ModelMeta of a model edgekit did not build: it takes (1, 3, S, S) float images
     (torchvision normalisation unless overridden later) and returns (1, classes) logits."""
     size = resolution or DEFAULT_RESOLUTION
-    arch = name or type(model).__name__
+    arch = type(model).__name__
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(1, 3, size, size))
@@ -74,10 +73,7 @@ def describe(model: nn.Module, *, resolution: int | None = None, labels: list[st
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(f"{arch} returns {shape} for one image; edgekit expects (1, classes) logits")
-    classes = int(out.shape[1])
-    if labels is not None and len(labels) != classes:
-        raise InputError(f"{len(labels)} labels for a model with {classes} outputs")
-    return ModelMeta(arch=arch, resolution=size, num_classes=classes, labels=tuple(labels) if labels else None,
+    return ModelMeta(arch=arch, resolution=size, num_classes=int(out.shape[1]),
                      preprocessing=Preprocessing.torchvision(size), weights=str(weights) if weights else "user")
 
 
