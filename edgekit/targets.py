@@ -11,7 +11,7 @@ import yaml
 
 from .errors import InputError, suggest, unknown
 
-TARGETS_DIR = Path(__file__).resolve().parents[1] / "targets"
+TARGETS_DIR = Path(__file__).resolve().parent / "data" / "targets"
 DEFAULT_TARGET = "rpi4"
 
 

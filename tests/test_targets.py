@@ -82,3 +82,23 @@ def test_missing_target_file_is_not_an_unknown_target(tmp_path):
     (tmp_path / "dir.yaml").mkdir()
     with pytest.raises(InputError, match="is a directory"):
         load_target(str(tmp_path / "dir.yaml"))
+
+
+def test_targets_and_calibration_photos_ship_inside_the_package():
+    """Installed from a wheel, only the package folder exists: the data must live in it, and the
+    top-level targets/ and calibration/ are links to it."""
+    from pathlib import Path
+
+    import edgekit
+    from edgekit.calibration import DEFAULT_CALIBRATION_DIR, list_images
+    from edgekit.targets import TARGETS_DIR
+
+    package = Path(edgekit.__file__).resolve().parent
+    repo = package.parent
+    assert TARGETS_DIR.is_relative_to(package) and DEFAULT_CALIBRATION_DIR.is_relative_to(package)
+    assert REQUIRED <= {p.stem for p in TARGETS_DIR.glob("*.yaml")}
+    assert len(list_images(DEFAULT_CALIBRATION_DIR)) >= 10
+    assert (DEFAULT_CALIBRATION_DIR / "README.md").is_file()
+    if (repo / "pyproject.toml").is_file():  # a checkout, not an installed package
+        assert (repo / "targets").resolve() == TARGETS_DIR
+        assert (repo / "calibration").resolve() == DEFAULT_CALIBRATION_DIR

@@ -1,8 +1,9 @@
-"""Regenerate calibration/*.jpg from the public-domain / CC0 photos shipped in scikit-image.
+"""Regenerate edgekit/data/calibration/*.jpg (calibration/ links there) from the public-domain /
+CC0 photos shipped in scikit-image.
 
 Maintainers only (needs `pip install scikit-image` in a scratch venv):
     python tools/make_calibration_photos.py
-Each photo is stored as JPEG with its short side at most 320 px; see calibration/README.md.
+Each photo is stored as JPEG with its short side at most 320 px; see edgekit/data/calibration/README.md.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def main() -> int:
     import skimage.data
 
     src = Path(skimage.data.__file__).parent
-    out = Path(__file__).resolve().parents[1] / "calibration"
+    out = Path(__file__).resolve().parents[1] / "edgekit" / "data" / "calibration"
     out.mkdir(exist_ok=True)
     for name, (target, _licence) in PHOTOS.items():
         with Image.open(src / name) as im:

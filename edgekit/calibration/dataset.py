@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InputError
 from ..preprocessing import Preprocessing, is_image_file, load_image
 
-DEFAULT_CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
+DEFAULT_CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "data" / "calibration"
 DEFAULT_SEED = 0
 
 
