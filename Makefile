@@ -5,13 +5,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgekit-installed
+# Exact versions of every dependency (all extras), the set the tests pass with; pyproject.toml keeps
+# ranges for library users. `make lock` refreshes it.
+LOCK := requirements/lock.txt
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c $(LOCK)
 	@# The demo's window test needs OpenCV's GUI build, which must not sit beside the headless one:
 	@# it gets a folder of its own, used only by that test's subprocess.
 	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/cv2-gui \
@@ -40,3 +43,14 @@ test: setup
 
 clean:
 	rm -rf build .pytest_cache
+
+# Re-resolve $(LOCK) for Python 3.11 on linux x86_64 with pip-tools (in a scratch venv), keeping each
+# pin that still fits; `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed.
+LOCK_VENV ?= /tmp/edgekit-piptools
+lock:
+	[ -x $(LOCK_VENV)/bin/pip-compile ] || \
+		{ $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools; }
+	$(LOCK_VENV)/bin/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
+	@# torch resolves to the local CPU wheel (2.13.0+cpu); PyPI's release has no +cpu label
+	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' $(LOCK)
