@@ -15,6 +15,7 @@ from torch import nn
 
 from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend
 from .calibration import CalibrationSet, load_calibration
+from .choices import DEFAULT_CALIB_SIZE
 from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
 from .errors import EdgekitError, InputError, ParityError
@@ -29,7 +30,6 @@ from .targets import BuildSpec, TargetProfile, load_target
 from .user_model import is_module_spec, load_module_spec, load_weights
 from .int8_weights import ROUNDINGS, Int8Weights, round_weights
 
-DEFAULT_CALIB_SIZE = 200
 ARTIFACT_STEM = "model"
 MIN_AGREEMENT_IMAGES = 50  # fewer parity images: top-1 agreement is too coarse to enforce
 

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .choices import ROUNDINGS
 from .models.blocks import TFSameConv2d
 from .models.fold import fold_batchnorm
 from .source import FORWARD_BATCH, channels_last
@@ -47,8 +48,6 @@ QMAX = 127
 DAMPING = 0.01  # of the mean diagonal of H: keeps the inverse well-conditioned on few images
 BLOCK = 64  # columns rounded per block (round_grouped)
 
-
-ROUNDINGS = ("optimal", "nearest")
 PERCENTILE = 99.999  # what litert's and ORT's percentile calibrators default to here
 SAMPLES_PER_IMAGE = 4096  # values per layer input and image kept for percentile estimates
 

@@ -115,3 +115,16 @@ def test_bad_target_file_is_one_line_exit_2(tmp_path):
     assert "threads must be an integer" in out.stderr and len(out.stderr.splitlines()) == 1
     out = run("targets", "show", str(tmp_path / "nonexist.yaml"))
     assert out.returncode == 2 and "target file not found" in out.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["convert", "--help"], ["bench", "-h"],
+                                  ["eval", "-h"], ["quant-report", "-h"], ["weights", "fetch", "-h"]])
+def test_help_loads_no_heavy_runtime(args):
+    """Help and --version answer without importing torch or a runtime (they took ~1.7 s with)."""
+    heavy = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "ai_edge_litert", "litert_torch", "cv2")
+    script = ("import sys\nfrom edgekit.cli.main import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    code = exc.code\n"
+              f"print(code, sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.splitlines()[-1] == "0 []", out.stdout + out.stderr

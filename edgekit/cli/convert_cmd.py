@@ -8,11 +8,10 @@ from .console import console as make_console
 from rich.table import Table
 
 from ..backends.base import PRECISIONS
-from ..convert import DEFAULT_CALIB_SIZE, convert
+from ..choices import DEFAULT_CALIB_SIZE, ROUNDINGS
 from ..datasets import read_labels
 from ..manifest import Manifest
 from ..targets import DEFAULT_TARGET
-from ..int8_weights import ROUNDINGS
 from .options import normalisation_option, resolution_option, width_option
 
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
@@ -70,6 +69,8 @@ def command(target, model, weights, labels, width, resolution, calib, calib_size
             bias_correction, normalisation, out, no_check, serial) -> None:
     """Convert a model into every artifact a target needs, verify each against the source model,
     and write DIR/manifest.json."""
+    from ..convert import convert
+
     if max_float_layers is not None and max_accuracy_drop is None:
         raise click.UsageError("--max-float-layers applies with --max-accuracy-drop")
     console = make_console(stderr=True)

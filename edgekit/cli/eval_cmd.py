@@ -8,7 +8,6 @@ import click
 from rich.table import Table
 
 from ..datasets import read_labels
-from ..evaluate import BareInput, evaluate
 from ..preprocessing import NORMALISATIONS
 from .console import console as make_console
 
@@ -44,6 +43,8 @@ def command(paths, data, limit, normalisation, labels, as_json) -> None:
     """Evaluate checkpoints (.pth/.safetensors), artifacts or whole convert folders on labelled
     images: top-1, top-5 and each artifact's agreement with its own float model (the checkpoint
     it was converted from, else its folder's fp32 artifact; "-" when neither is evaluated)."""
+    from ..evaluate import BareInput, evaluate
+
     if labels is not None and normalisation is None:
         raise click.UsageError("--labels applies with --normalisation (to artifacts without a manifest)")
     bare = BareInput(normalisation, tuple(read_labels(labels)) if labels else None) if normalisation else None

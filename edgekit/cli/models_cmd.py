@@ -7,7 +7,7 @@ import click
 from .console import console as make_console
 from rich.table import Table
 
-from ..models import STANDARD_VARIANTS, count, create
+from ..models import STANDARD_VARIANTS, create
 from ..models.registry import MAX_NUM_CLASSES
 from .options import check_resolution, check_width, json_option, model_names
 
@@ -24,6 +24,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
     MACs count Conv2d (incl. depthwise and squeeze-excite) and Linear layers for one image.
     """
+    from ..models.accounting import count
+
     if ctx.invoked_subcommand is not None:
         return
     rows = []
@@ -53,6 +55,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
               show_default=True)
 @json_option
 def show(name: str, width: float, resolution: int, num_classes: int, as_json: bool) -> None:
+    from ..models.accounting import count
+
     model = create(name, width=width, resolution=resolution, num_classes=num_classes)
     acc = count(model, resolution)
     if as_json:

@@ -11,8 +11,7 @@ from rich.table import Table
 from ..datasets import read_labels
 from ..errors import InputError
 from ..models import list_models
-from ..models.registry import MAX_WIDTH
-from ..models.weights import TORCHVISION_WEIGHTS, resolve_imagenet, save_checkpoint
+from ..models.registry import MAX_WIDTH, TORCHVISION_WEIGHTS
 from .console import console as make_console
 from .options import json_option, normalisation_option
 
@@ -37,6 +36,7 @@ def import_cmd(src: Path, arch: str, width: float | None, labels: Path | None, o
                normalisation: str | None) -> None:
     """Import a published TensorFlow MobileNet (.tflite, or Keras .h5) into an edgekit checkpoint."""
     from ..models import importers
+    from ..models.weights import save_checkpoint
 
     if not src.is_file():
         raise InputError(f"source model not found: {src}")
@@ -57,6 +57,8 @@ def fetch(arch: str) -> None:
     """Put torchvision's published ImageNet checkpoint for ARCH in the torch hub cache.
 
     torchvision publishes no MobileNet V1: import TensorFlow's with `edgekit weights import`."""
+    from ..models.weights import resolve_imagenet
+
     click.echo(str(resolve_imagenet(arch)))
 
 

@@ -7,11 +7,12 @@ so torchvision checkpoints load with ``strict=True``.
 from __future__ import annotations
 
 import math
-from enum import Enum
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .specs import Act
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -38,21 +39,14 @@ class HardSwish(nn.Module):
         return x * F.relu6(x + 3.0) * (1.0 / 6.0)
 
 
-class Act(str, Enum):
-    NONE = "none"
-    RELU = "relu"
-    RELU6 = "relu6"
-    HSWISH = "hswish"
-
-    def module(self) -> nn.Module | None:
-        if self is Act.NONE:
-            return None
-        factories = {Act.RELU: nn.ReLU, Act.RELU6: nn.ReLU6, Act.HSWISH: HardSwish}
-        return factories[self]()
+def act_module(act: Act) -> nn.Module | None:
+    if act is Act.NONE:
+        return None
+    factories = {Act.RELU: nn.ReLU, Act.RELU6: nn.ReLU6, Act.HSWISH: HardSwish}
+    return factories[act]()
 
 
 Padding = str  # "symmetric" (PyTorch) or "tf_same" (TensorFlow SAME)
-PADDINGS = ("symmetric", "tf_same")
 
 
 class TFSameConv2d(nn.Conv2d):
@@ -98,7 +92,7 @@ class ConvNormAct(nn.Sequential):
             conv2d(cin, cout, kernel, stride, groups=groups, padding=padding),
             nn.BatchNorm2d(cout, eps=bn_eps, momentum=bn_momentum),
         ]
-        activation = act.module()
+        activation = act_module(act)
         if activation is not None:
             layers.append(activation)
         super().__init__(*layers)

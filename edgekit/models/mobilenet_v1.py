@@ -1,6 +1,5 @@
 """MobileNetV1 (Howard et al. 2017, Table 1): 3x3 conv stem, 13 depthwise-separable blocks."""
-from .blocks import Act
-from .specs import ArchSpec, ConvSpec, HeadSpec, SeparableSpec as S
+from .specs import Act, ArchSpec, ConvSpec, HeadSpec, SeparableSpec as S
 
 MOBILENET_V1 = ArchSpec(
     name="mobilenet_v1",

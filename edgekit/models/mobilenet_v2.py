@@ -1,6 +1,5 @@
 """MobileNetV2 (Sandler et al. 2018, Table 2): t, c, n, s rows of inverted residuals."""
-from .blocks import Act
-from .specs import ArchSpec, ConvSpec, HeadSpec, InvertedResidualSpec as IR, Scale
+from .specs import Act, ArchSpec, ConvSpec, HeadSpec, InvertedResidualSpec as IR, Scale
 
 MOBILENET_V2 = ArchSpec(
     name="mobilenet_v2",

@@ -4,8 +4,7 @@ Width rule: torchvision's (every layer scaled, including the last conv and the 1
 layer), the layout its published weights use. The paper's TensorFlow models keep the last layers
 unscaled below width 1.0, so their 0.75 figures (155M/44M MACs) differ from ours (140.0M/39.1M).
 """
-from .blocks import Act
-from .specs import ArchSpec, ConvSpec, HeadSpec, InvertedResidualSpec as B
+from .specs import Act, ArchSpec, ConvSpec, HeadSpec, InvertedResidualSpec as B
 
 RE, HS = Act.RELU, Act.HSWISH
 

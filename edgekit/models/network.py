@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Act, ConvNormAct, DepthwiseSeparable, InvertedResidual, make_divisible
+from .blocks import ConvNormAct, DepthwiseSeparable, InvertedResidual, act_module, make_divisible
 from .meta import ModelMeta
-from .specs import ArchSpec, ConvSpec, InvertedResidualSpec, Scale, SeparableSpec
+from .specs import Act, ArchSpec, ConvSpec, InvertedResidualSpec, Scale, SeparableSpec
 
 
 def _channels(channels: int, width: float, scale: Scale = Scale.ALWAYS) -> int:
@@ -57,7 +57,7 @@ class MobileNet(nn.Module):
         if spec.head.hidden:
             hidden = _channels(spec.head.hidden, width)
             self.classifier = nn.Sequential(
-                nn.Linear(cin, hidden), act(spec.head.act).module(),
+                nn.Linear(cin, hidden), act_module(act(spec.head.act)),
                 nn.Dropout(p=dropout, inplace=True), nn.Linear(hidden, meta.num_classes))
         else:
             self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(cin, meta.num_classes))

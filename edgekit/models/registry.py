@@ -1,17 +1,23 @@
-"""Model registry: ``create(name, **options)`` and ``list_models()``."""
+"""Model registry: ``create(name, **options)`` and ``list_models()``.
+
+Imports no torch (the network is built in ``create``): the CLI reads names and limits from here
+for its option choices, and `edgekit --help` should not wait for torch.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, unknown
 from ..preprocessing import Preprocessing
-from .blocks import PADDINGS, Act
 from .meta import ModelMeta
 from .mobilenet_v1 import MOBILENET_V1
 from .mobilenet_v2 import MOBILENET_V2
 from .mobilenet_v3 import MOBILENET_V3_LARGE, MOBILENET_V3_SMALL
-from .network import MobileNet
-from .specs import ArchSpec
+from .specs import PADDINGS, Act, ArchSpec
+
+if TYPE_CHECKING:
+    from .network import MobileNet
 
 ARCHS: dict[str, ArchSpec] = {
     spec.name: spec for spec in (MOBILENET_V1, MOBILENET_V2, MOBILENET_V3_LARGE, MOBILENET_V3_SMALL)
@@ -22,6 +28,12 @@ MIN_RESOLUTION = 32
 MAX_WIDTH = 4.0
 MAX_RESOLUTION = 1024
 MAX_NUM_CLASSES = 100_000
+# torchvision's published ImageNet checkpoints (file names in the torch hub cache and on its server)
+TORCHVISION_WEIGHTS = {
+    "mobilenet_v2": "mobilenet_v2-b0353104.pth",
+    "mobilenet_v3_large": "mobilenet_v3_large-8738ca79.pth",
+    "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,8 @@ def create(name: str, *, width: float = 1.0, resolution: int = 224, num_classes:
            labels: tuple[str, ...] | list[str] | None = None,
            preprocessing: Preprocessing | None = None, weights: str | None = None) -> MobileNet:
     """Build a MobileNet by name. The result carries ``.meta`` (a ModelMeta)."""
+    from .network import MobileNet
+
     spec = get_spec(name)
     validate_options(width, resolution, num_classes, padding, activation)
     if labels is not None and len(labels) != num_classes:

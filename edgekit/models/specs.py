@@ -4,7 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .blocks import Act
+
+
+class Act(str, Enum):
+    NONE = "none"
+    RELU = "relu"
+    RELU6 = "relu6"
+    HSWISH = "hswish"
+
+
+PADDINGS = ("symmetric", "tf_same")
 
 
 class Scale(str, Enum):

@@ -17,17 +17,13 @@ from torch import nn
 from ..errors import InputError
 from ..fileio import atomic_path
 from .meta import ModelMeta
-from .registry import from_meta
+from .registry import TORCHVISION_WEIGHTS, from_meta
 
 FORMAT_KEY = "edgekit"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
-# torchvision's published ImageNet checkpoints (IMAGENET1K_V1), resolved through the torch hub cache.
-TORCHVISION_WEIGHTS = {
-    "mobilenet_v2": "mobilenet_v2-b0353104.pth",
-    "mobilenet_v3_large": "mobilenet_v3_large-8738ca79.pth",
-    "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
-}
+# torchvision's published ImageNet checkpoints (IMAGENET1K_V1, names in registry.TORCHVISION_WEIGHTS),
+# resolved through the torch hub cache.
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 
 
