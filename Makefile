@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgekit-installed
 # ranges for library users. `make lock` refreshes it.
 LOCK := requirements/lock.txt
 
-.PHONY: setup run test clean lock
+.PHONY: setup run test check-wheel clean lock
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: setup
 		  ! command -v qemu-aarch64-static >/dev/null || [ ! -x /usr/sbin/debootstrap ]; }; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 	$(BIN)/python -m pytest -q
+	tools/check_wheel.sh $(PYTHON)
+
+# The wheel, installed into a fresh venv outside the repo, used from another folder (~2-3 min).
+check-wheel:
+	tools/check_wheel.sh $(PYTHON)
 
 clean:
 	rm -rf build .pytest_cache
@@ -50,7 +55,9 @@ LOCK_VENV ?= /tmp/edgekit-piptools
 lock:
 	[ -x $(LOCK_VENV)/bin/pip-compile ] || \
 		{ $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools; }
+	@# edgekit is left unpinned: its extras name it (edgekit[onnx,...]), which would pin this folder
 	$(LOCK_VENV)/bin/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url \
-		--no-emit-find-links $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
+		--no-emit-find-links --unsafe-package edgekit --unsafe-package pip --unsafe-package setuptools \
+		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 	@# torch resolves to the local CPU wheel (2.13.0+cpu); PyPI's release has no +cpu label
 	sed -i 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' $(LOCK)
