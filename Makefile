@@ -42,7 +42,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 	tools/check_wheel.sh $(PYTHON)
 
-# The wheel, installed into a fresh venv outside the repo, used from another folder (~2-3 min).
+# The wheel, installed into a fresh venv outside the repo, used from another folder (~2 min).
 check-wheel:
 	tools/check_wheel.sh $(PYTHON)
 

@@ -9,7 +9,14 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${1:-${PYTHON:-python3}}"
 lock="$repo/requirements/lock.txt"
-work="$(mktemp -d "${TMPDIR:-/tmp}/edgekit-wheel.XXXXXX")"
+# The venv holds ~1.2 GB in ~30k files: deleting it from disk took 80 s here, from a tmpfs 1 s.
+# So /dev/shm when it has 4 GB free, unless TMPDIR says where.
+scratch="${TMPDIR:-/tmp}"
+if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ] &&
+    [ "$(df -Pk /dev/shm | awk 'NR == 2 {print $4}')" -gt 4000000 ]; then
+    scratch=/dev/shm
+fi
+work="$(mktemp -d "$scratch/edgekit-wheel.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 start=$SECONDS
 failures=0
