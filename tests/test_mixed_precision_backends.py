@@ -7,18 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
-from edgekit.backends.base import Artifact, ConvertOptions, get_backend
-from edgekit.errors import InputError
+from edgekit.backends.base import ConvertOptions, get_backend, list_backends
+from edgekit.calibration import load_calibration
+from edgekit.errors import InputError, MissingDependencyError
 from edgekit.models.loading import load_model
-from edgekit.parity import Parity, compare
+from edgekit.parity import compare
 from edgekit.source import ModelSource
 
 FLOAT_LAYER = "features.1"  # MobileNetV2's first inverted residual: depthwise + pointwise conv
-# With these random-ish weights one float block moves the logits' SQNR by noise rather than gain:
-# measured features.1 float vs plain int8, OpenVINO 13.3 vs 13.9 dB, TFLite 13.5 vs 13.4 dB
-# (all of "features" float: OpenVINO 41 dB, so the layers really are float).
-SQNR_MARGIN_DB = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +31,63 @@ def outdir(tmp_path_factory):
     return tmp_path_factory.mktemp("mixed")
 
 
-def _parity(backend, artifact: Artifact, calibration, reference) -> Parity:
-    return compare(reference, backend.load(artifact, threads=1).run(calibration.images))
+class Fragile(nn.Module):
+    """A small convnet whose layer ``features.1`` int8 cannot represent: every output channel
+    weighs input channels 0 and 1 (equal copies) by +A and -A, A = 1000x its other weights. In
+    float the two cancel exactly; per-channel int8 weights keep the +-A and round every other
+    weight to zero, so the layer's int8 output carries nothing of its input. Keeping that one
+    layer float must take the model from a poor SQNR to a near-exact one: tens of dB, where one
+    block of a random MobileNet moves its SQNR by noise (+-1 dB) and its top-1 agreement on the
+    13 bundled photos by +-2 photos (test_tflite_float_layer compared those: 7 vs 9 of 13)."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+
+        def block(cin: int, cout: int, kernel: int, stride: int) -> nn.Sequential:
+            conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+            nn.init.normal_(conv.weight, std=(2 / (cin * kernel * kernel)) ** 0.5, generator=gen)
+            return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU6())
+
+        self.features = nn.Sequential(block(3, 16, 3, 2), block(16, 16, 1, 1), block(16, 32, 3, 2))
+        self.classifier = nn.Linear(32, 10)
+        with torch.no_grad():
+            stem = self.features[0][0].weight
+            stem[1] = stem[0]  # input channels 0 and 1 of features.1 are equal
+            weight = self.features[1][0].weight
+            big = 1000 * weight.abs().max()
+            weight[:, 0] += big
+            weight[:, 1] -= big
+        self.eval()
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean((2, 3)))
 
 
-def _no_worse(mixed: Parity, plain: Parity) -> None:
-    assert mixed.sqnr_db >= plain.sqnr_db - SQNR_MARGIN_DB, (mixed, plain)
-    assert mixed.top1_agreement >= plain.top1_agreement - 1 / plain.n_images, (mixed, plain)
+@pytest.mark.parametrize("name", [n for n in list_backends() if get_backend(n).mixed_precision])
+def test_float_layer_recovers_what_int8_loses(name, tmp_path):
+    backend = get_backend(name)
+    try:
+        backend.require()
+        backend.require_converter()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    source = ModelSource.from_module(Fragile(), resolution=96)
+    calibration = load_calibration(None, source.meta.preprocessing)
+    reference = source.reference(calibration.images)
+    options = {"tflite": dict(layout="NHWC", io_dtype="int8")}.get(name, {})
+
+    def build(kind: str, layers: tuple[str, ...]):
+        artifact = backend.convert(source, "int8", calibration, tmp_path / f"{kind}{backend.suffix}",
+                                   ConvertOptions(float_layers=layers, **options))
+        return compare(reference, backend.load(artifact, threads=1).run(calibration.images))
+
+    plain, mixed = build("int8", ()), build("mixed", (FLOAT_LAYER,))
+    # measured: all int8 0.4 dB on every backend; mixed 33.7 (TFLite), 33.6 (ONNX Runtime),
+    # 34.7 dB (OpenVINO); before strict QDQ lowering, TFLite's mixed build was 0.4 dB too
+    assert plain.sqnr_db < 20, plain
+    assert mixed.sqnr_db > plain.sqnr_db + 20, (mixed, plain)
+    assert mixed.top1_agreement >= plain.top1_agreement, (mixed, plain)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +128,7 @@ def _source_types(op) -> list[str]:
     return [port.get_source_output().get_node().get_type_name() for port in op.inputs()]
 
 
-def test_openvino_float_layer(openvino, ov_builds, calibration, reference):
+def test_openvino_float_layer(openvino, ov_builds):
     from edgekit.backends.openvino_backend import _core
 
     plain, mixed = ov_builds
@@ -98,8 +147,6 @@ def test_openvino_float_layer(openvino, ov_builds, calibration, reference):
         assert kinds[0] != "FakeQuantize" and kinds[1] == "Constant", (op.get_friendly_name(), kinds)
     for op in after:
         assert _source_types(op) == ["FakeQuantize", "Multiply"], op.get_friendly_name()
-    _no_worse(_parity(openvino, mixed, calibration, reference),
-              _parity(openvino, plain, calibration, reference))
 
 
 def test_openvino_unknown_layer(openvino, source, calibration, outdir):
@@ -142,7 +189,7 @@ def _float_convs(path: Path) -> list[str]:
             and all(dtypes[int(i)] == np.float32 for i in op["inputs"][:2])]
 
 
-def test_tflite_float_layer(tflite, tfl_builds, calibration, reference):
+def test_tflite_float_layer(tflite, tfl_builds):
     from edgekit.backends.tflite_backend import op_counts
 
     plain, mixed = tfl_builds
@@ -155,8 +202,19 @@ def test_tflite_float_layer(tflite, tfl_builds, calibration, reference):
     assert d["float_layers"] == [FLOAT_LAYER] and "float_layers" not in plain.details
     assert d["fully_integer"] is False and "CONV_2D" in d["float_ops"]
     assert mixed.input.dtype == "int8"  # the first layer (features.0) is still quantized
-    _no_worse(_parity(tflite, mixed, calibration, reference),
-              _parity(tflite, plain, calibration, reference))
+
+
+def test_tflite_float_layer_of_one_op(tflite, source, calibration, outdir):
+    """One conv + ReLU6 between quantized tensors: the converter quantized it all the same (the
+    build recorded it float and fully_integer); lowered in strict QDQ mode it stays float."""
+    from edgekit.backends.tflite_backend import op_counts
+
+    mixed = tflite.convert(source, "int8", calibration, outdir / "tfl_one_op.tflite",
+                           ConvertOptions(layout="NHWC", io_dtype="int8",
+                                          float_layers=("features.2.conv.0",)))
+    assert _float_convs(mixed.path) == ["CONV_2D"]
+    assert mixed.details["fully_integer"] is False
+    assert mixed.input.dtype == "int8" and op_counts(mixed.path)["QUANTIZE"] == 1  # to int8 once
 
 
 def test_tflite_unknown_layer(tflite, source, calibration, outdir):

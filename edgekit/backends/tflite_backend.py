@@ -12,7 +12,8 @@
   QUANTIZE / DEQUANTIZE pair so callers feed floats (the body stays integer).
   ``ConvertOptions.float_layers`` (mixed precision) drops the quantization annotations of those
   modules' nodes: they run as float kernels between a DEQUANTIZE and a QUANTIZE, so the model is
-  no longer full-integer.
+  no longer full-integer. Such a model is lowered in the converter's strict QDQ mode
+  (``_strict_qdq``), and checked to really hold float layers.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration import CalibrationSet
-from ..errors import InputError, MissingDependencyError
+from ..errors import EdgekitError, InputError, MissingDependencyError
 from ..fileio import atomic_path
 from ..quiet import native_output_silenced
 from ..source import FORWARD_BATCH, ModelSource
@@ -685,6 +686,72 @@ def _set_io_dtype(data: bytes, io_dtype: str) -> bytes:
     return bytes(fbu.convert_object_to_bytearray(model))
 
 
+@contextlib.contextmanager
+def _strict_qdq():
+    """Lower with the converter's strict QDQ mode: only what carries quantize/dequantize nodes is
+    quantized. By default it also quantizes any op it finds between a DEQUANTIZE and a QUANTIZE,
+    weights included, so a float layer of one op (a convolution with its ReLU6: most layers the
+    per-layer report ranks) came out int8 while the build recorded it float."""
+    try:
+        from litert_torch._convert import litert_converter
+
+        api = litert_converter.converter_api_ext
+        run = api.run_convert_to_tfl_passes
+    except (ImportError, AttributeError) as exc:
+        raise InputError("this litert-torch cannot keep layers float (no strict QDQ conversion: "
+                         f"{exc}); build without --float-layers") from None
+
+    def strict(module, pass_manager, config):
+        config.strict_qdq_mode = True
+        return run(module, pass_manager, config)
+
+    api.run_convert_to_tfl_passes = strict
+    try:
+        yield
+    finally:
+        api.run_convert_to_tfl_passes = run
+
+
+def _integer_io(data: bytes) -> bytes:
+    """Strict QDQ mode keeps float32 I/O: a graph input that only feeds a QUANTIZE to int8 is
+    replaced by that int8 tensor, and a graph output made by a DEQUANTIZE from int8 by its
+    int8 source, as the default mode gives (``_set_io_dtype`` then applies the target's I/O)."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model_from_bytearray(bytearray(data))
+    graph = model.subgraphs[0]
+
+    def builtin(op: Any) -> int:
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    def swap(outer: int, inner: int, op: Any) -> None:
+        graph.operators.remove(op)
+        names = graph.tensors[outer].name, graph.tensors[inner].name
+        graph.tensors[inner].name, graph.tensors[outer].name = names  # the I/O keeps its name
+        remap[outer] = inner
+
+    remap: dict[int, int] = {}
+    for pos, index in enumerate(graph.inputs):
+        users = [op for op in graph.operators if index in op.inputs]
+        if len(users) == 1 and builtin(users[0]) == fb.BuiltinOperator.QUANTIZE \
+                and graph.tensors[users[0].outputs[0]].type == fb.TensorType.INT8:
+            swap(index, users[0].outputs[0], users[0])
+            graph.inputs[pos] = remap[index]
+    for pos, index in enumerate(graph.outputs):
+        makers = [op for op in graph.operators if index in op.outputs]
+        if len(makers) == 1 and builtin(makers[0]) == fb.BuiltinOperator.DEQUANTIZE \
+                and graph.tensors[makers[0].inputs[0]].type == fb.TensorType.INT8 \
+                and not any(index in op.inputs for op in graph.operators):
+            swap(index, makers[0].inputs[0], makers[0])
+            graph.outputs[pos] = remap[index]
+    for signature in model.signatureDefs or []:
+        for t in list(signature.inputs or []) + list(signature.outputs or []):
+            t.tensorIndex = remap.get(t.tensorIndex, t.tensorIndex)
+    return bytes(fbu.convert_object_to_bytearray(model))
+
+
 def _float_ops(interpreter: Any) -> list[str]:
     """Op types that compute in float (any float32 result): none in a fully integer model."""
     return sorted({d["op_name"] for d in _ops_details(interpreter)
@@ -730,7 +797,12 @@ class TFLiteBackend(Backend):
         out = Path(out)
         with atomic_path(out) as tmp:
             tmp.write_bytes(data)
-        return self.describe_built(out, precision, details)
+        artifact = self.describe_built(out, precision, details)
+        if options.float_layers and not set(artifact.details.get("float_ops", ())) & set(WEIGHTED_OPS):
+            out.unlink()
+            raise EdgekitError(f"litert-torch quantized the layers asked to stay float "
+                               f"({', '.join(options.float_layers)}): no float layer in the model")
+        return artifact
 
     def convert_bytes(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
                       options: ConvertOptions) -> tuple[bytes, dict]:
@@ -820,8 +892,13 @@ class TFLiteBackend(Backend):
             for start in range(0, len(batch), batch_size):
                 prepared(batch[start:start + batch_size])
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        return litert_torch.convert(converted, example,
-                                    quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
+        if not float_layers:
+            return litert_torch.convert(converted, example,
+                                        quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
+        with _strict_qdq():
+            data = litert_torch.convert(converted, example,
+                                        quant_config=QuantConfig(pt2e_quantizer=quantizer)).model_content()
+        return _integer_io(bytes(data))
 
     def describe_built(self, path: Path, precision: str, details: dict) -> Artifact:
         plain = _make_interpreter(path, delegates=False)
