@@ -1,11 +1,8 @@
 """The spine: model -> calibration -> target's builds -> artifacts -> parity -> manifest."""
 from __future__ import annotations
 
-import contextlib
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -22,7 +19,7 @@ from .calibration import CalibrationSet, load_calibration
 from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
 from .errors import EdgekitError, InputError, ParityError, unknown
-from .fileio import publish, staged_folder
+from .fileio import cleanup_on_sigterm, publish, staged_folder
 from .manifest import MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
 from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
@@ -145,26 +142,7 @@ def tolerance_for(target: TargetProfile, precision: str) -> Tolerance:
     }[precision]
 
 
-@contextlib.contextmanager
-def _terminated_as_interrupted():
-    """SIGTERM (kill, a CI timeout) stops a build as Ctrl-C does: KeyboardInterrupt unwinds it, so
-    the staging folder and the worker process go and the previous build stays. Only from the main
-    thread, and only where nobody handles SIGTERM already."""
-    def interrupt(_signum, _frame):
-        raise KeyboardInterrupt("terminated")
-
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-@_terminated_as_interrupted()
+@cleanup_on_sigterm()
 def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path | None = None, *,
             weights: str | None = None, width: float | None = None, resolution: int | None = None,
             calib: str | Path | None = None, calib_size: int | None = None,

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,14 +71,60 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     ``folder`` is left as it was, and the folders this created are removed, so a failed or
     interrupted run changes nothing. Staging folders that dead runs on this machine left behind
     are removed first."""
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
     with writable_folder(folder):
         remove_dead_staging(folder)
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}@{socket.gethostname()}-",
                                         dir=folder))
+        _live_staging[staging] = created
         try:
             yield staging
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            _live_staging.pop(staging, None)
+
+
+_live_staging: dict[Path, list[Path]] = {}  # this process's staging folders -> the folders their runs created
+_publishing: list[int] = []  # a signal that came while a publish was moving files
+_stderr: list[int] = []  # a copy of fd 2, for the handler's message
+
+
+@contextlib.contextmanager
+def cleanup_on_sigterm() -> Iterator[None]:
+    """SIGTERM (kill, a CI timeout) ends the run as a failure does: the staging folders and the
+    folders the run created are removed, worker processes stopped, exit 143; a publish under way
+    finishes first. Done in the handler rather than by raising KeyboardInterrupt there: raised
+    inside the TFLite converter's native code, that aborts the process (SIGABRT) and nothing is
+    cleaned up. Main thread only, and only where nobody handles SIGTERM already."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    # the message goes to the real stderr even while quiet.py has fd 2 silenced
+    _stderr.append(os.dup(2))
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.close(_stderr.pop())
+
+
+def _terminated(signum: int, _frame) -> None:
+    if _publishing:
+        _publishing.append(signum)
+        return
+    for child in multiprocessing.active_children():  # the convert worker
+        child.terminate()
+        child.join(timeout=5)
+    for staging, created in list(_live_staging.items()):
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    with contextlib.suppress(OSError):
+        os.write(_stderr[-1] if _stderr else 2, b"\nterminated: the unfinished build was removed\n")
+    os._exit(128 + signum)
 
 
 def remove_dead_staging(folder: Path) -> list[Path]:
@@ -116,6 +165,7 @@ def publish(staging: Path, folder: Path, names: list[str], index: str, stale: li
                          f"({folder} is left as it was)")
     aside = Path(tempfile.mkdtemp(prefix=".previous-", dir=staging))
     moved_aside, placed = [], []
+    _publishing.append(0)  # a SIGTERM now waits until the folder is consistent
     try:
         for name in dict.fromkeys([index, *stale, *names]):
             if (folder / name).is_file() or (folder / name).is_symlink():
@@ -135,6 +185,11 @@ def publish(staging: Path, folder: Path, names: list[str], index: str, stale: li
             raise InputError(f"cannot publish the build into {folder}: {exc.strerror or exc} "
                              "(the previous build is left as it was)") from None
         raise
+    finally:
+        signals = _publishing[1:]
+        _publishing.clear()
+        if signals:
+            _terminated(signals[0], None)
 
 
 def _umask() -> int:
