@@ -11,15 +11,16 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
-from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend
+from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend, list_backends
 from .calibration import CalibrationSet, load_calibration
 from .choices import DEFAULT_CALIB_SIZE
 from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
-from .errors import EdgekitError, InputError, ParityError
-from .fileio import publish, staged_folder
+from .errors import EdgekitError, InputError, ParityError, unknown
+from .fileio import cleanup_on_sigterm, publish, staged_folder
 from .manifest import MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
 from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
@@ -39,6 +40,8 @@ REPORT_IMAGES = 32  # images the per-layer report runs on when mixed precision n
 # Runtime, 500 photos) 32, 64, 128 and 200 images gave 98.4, 98.4, 97.8, 98.0% agreement; 64
 # takes 6 s of the 21 s that 200 take.
 ROUNDING_IMAGES = 64
+# `edgekit bench DIR` draws its results there: it shows the artifacts of the build it measured
+BENCH_CHART = "bench.png"
 
 Progress = Callable[[str], None]
 
@@ -73,9 +76,12 @@ def plan(target: TargetProfile, precision: str | Iterable[str] | None = None,
          backend: str | Iterable[str] | None = None) -> list[Job]:
     """The target's (build, precision) jobs, keeping only the given precisions and backends."""
     precisions, backends = _chosen(precision), _chosen(backend)
-    unknown = sorted((precisions or set()) - set(PRECISIONS))
-    if unknown:
-        raise InputError(f"unknown precision '{unknown[0]}' (choose from {', '.join(PRECISIONS)})")
+    bad = sorted((precisions or set()) - set(PRECISIONS))
+    if bad:
+        raise InputError(f"unknown precision '{bad[0]}' (choose from {', '.join(PRECISIONS)})")
+    bad = sorted((backends or set()) - set(list_backends()))
+    if bad:
+        raise unknown("backend", bad[0], list_backends())
     jobs = [Job(b, p) for b in target.builds for p in b.precisions
             if (precisions is None or p in precisions) and (backends is None or b.backend in backends)]
     if not jobs:
@@ -136,6 +142,7 @@ def tolerance_for(target: TargetProfile, precision: str) -> Tolerance:
     }[precision]
 
 
+@cleanup_on_sigterm()
 def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path | None = None, *,
             weights: str | None = None, width: float | None = None, resolution: int | None = None,
             calib: str | Path | None = None, calib_size: int | None = None,
@@ -167,9 +174,17 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     jobs = plan(profile, precision, backend)
     for job in jobs:  # fail on a missing runtime before spending minutes on the others
         get_backend(job.build.backend).require()
+    # everything else checkable before the first expensive step, too
+    _check_calibration_method(jobs, calib_method)
+    if weight_rounding not in ROUNDINGS:
+        raise InputError(f"unknown weight rounding '{weight_rounding}' (choose from {', '.join(ROUNDINGS)})")
+    if val is not None and not Path(val).exists():
+        raise InputError(f"validation images not found: {val}")
     out_dir = Path(out) if out is not None else Path("build") / profile.name
     with staged_folder(out_dir) as staging:
         source = resolve_source(model, weights, width, resolution, normalisation, labels)
+        _check_finite(source)
+        _check_float_layers(source, tuple(float_layers))
         if source.module is None:  # a user's ONNX file: only some backends can take it
             refused = sorted({job.build.backend for job in jobs if not get_backend(job.build.backend).accepts_onnx})
             if refused:
@@ -186,7 +201,8 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                                        method=calib_method or BACKEND_DEFAULT,
                                        options=calib_options)
         say(f"calibration: {len(calibration)} images from {calibration.source}"
-            + (f" ({calibration.skipped} unreadable skipped)" if calibration.skipped else ""))
+            + (f" ({calibration.skipped} unreadable skipped: {_listed(calibration.unreadable)})"
+               if calibration.skipped else ""))
         with ConvertWorker(enabled=parallel) as worker:
             # int8 conversions that are Python work go to the worker once the weights are rounded;
             # it imports their converters meanwhile, and this process builds the rest alongside
@@ -228,9 +244,68 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
         return manifest
 
 
+def _listed(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _check_calibration_method(jobs: list[Job], method: str | None) -> None:
+    """A calibration method asked for must be one every int8 build's backend supports."""
+    if method is None or method == BACKEND_DEFAULT:
+        return
+    for name in dict.fromkeys(j.build.backend for j in jobs if j.precision == "int8"):
+        supported = get_backend(name).calibration_methods
+        if supported and method not in supported:
+            raise InputError(f"the {name} backend cannot calibrate with '{method}' (it supports "
+                             f"{', '.join(supported)}); choose another method or leave {name} out (-b)")
+
+
+def _check_finite(source: ModelSource) -> None:
+    """Refuse weights holding NaN or inf: every artifact made from them would be garbage."""
+    if source.module is not None:
+        tensors = ((name, t.detach()) for name, t in source.module.state_dict().items()
+                   if torch.is_tensor(t) and t.is_floating_point())
+        counts = [(name, int((~torch.isfinite(t)).sum())) for name, t in tensors]
+    else:
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(source.onnx_path), load_external_data=False).graph
+        counts = []
+        for init in graph.initializer:
+            if init.data_location == onnx.TensorProto.EXTERNAL:
+                continue
+            array = numpy_helper.to_array(init)
+            if np.issubdtype(array.dtype, np.floating):
+                counts.append((init.name, int((~np.isfinite(array)).sum())))
+    bad = [(name, n) for name, n in counts if n]
+    if bad:
+        where = source.meta.weights if source.meta.weights not in (None, "random") else source.name
+        raise InputError(f"{where}: {sum(n for _, n in bad)} weight values are NaN or infinite "
+                         f"(in {_listed([name for name, _ in bad], 3)}); nothing converted")
+
+
+def _check_float_layers(source: ModelSource, layers: tuple[str, ...]) -> None:
+    """--float-layers names module paths of the model: checked as soon as it is loaded (each
+    backend checks again against its own graph)."""
+    if not layers:
+        return
+    if source.module is not None:
+        paths = [name for name, _ in source.module.named_modules() if name]
+    else:
+        import onnx
+
+        from .backends.layer_names import module_path
+
+        paths = [module_path(n.name) for n in onnx.load(str(source.onnx_path), load_external_data=False).graph.node]
+    for name in layers:
+        if not any(f".{name}." in f".{path}." for path in paths):
+            raise InputError(f"no layer named '{name}' in the model (see 'edgekit quant-report')")
+
+
 def _publish(manifest: Manifest, staging: Path, out_dir: Path, say: Progress) -> None:
     """Move the build into ``out_dir``; the files of a previous build there that this one does
-    not replace go with its manifest, so the folder holds this build and nothing it does not list."""
+    not replace go with its manifest, so the folder holds this build and nothing it does not list
+    (nor the chart `edgekit bench` drew of the previous build's artifacts)."""
     new = [name for record in manifest.artifacts for name in record.files]
     try:
         old = Manifest.read(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
@@ -240,14 +315,15 @@ def _publish(manifest: Manifest, staging: Path, out_dir: Path, say: Progress) ->
     stale = [name for name in stale if (out_dir / name).is_file()]
     if stale:
         say(f"removed from {out_dir} the previous build's {', '.join(stale)} (not in this build)")
+    if (out_dir / BENCH_CHART).is_file() and BENCH_CHART not in new:
+        stale.append(BENCH_CHART)
+        say(f"removed {out_dir / BENCH_CHART}: it charts the previous build (run `edgekit bench {out_dir}` again)")
     publish(staging, out_dir, new, MANIFEST_NAME, stale)
     manifest.folder = out_dir
 
 
 def _int8_weights(source: ModelSource, calibration: CalibrationSet, jobs: list[Job], rounding: str,
                   bias_correction: bool, notices: list[str], say: Progress) -> Int8Weights | None:
-    if rounding not in ROUNDINGS:
-        raise InputError(f"unknown weight rounding '{rounding}' (choose from {', '.join(ROUNDINGS)})")
     if (rounding == "nearest" and not bias_correction) or not any(j.precision == "int8" for j in jobs):
         return None
     if source.module is None:

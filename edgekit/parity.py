@@ -1,6 +1,7 @@
 """How close a converted artifact is to its source model, and whether that is close enough."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -15,6 +16,8 @@ class Parity:
     top1_agreement: float
     top5_overlap: float  # share of the source's top-1 that is in the artifact's top-5
     sqnr_db: float
+    nonfinite_reference: int = 0  # NaN/inf values among the source model's outputs
+    nonfinite_candidate: int = 0  # ... and the artifact's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +48,8 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> Parity:
         top1_agreement=float(np.mean(ref_top1 == candidate.argmax(axis=1))),
         top5_overlap=float(np.mean([r in c for r, c in zip(ref_top1, cand_top5)])),
         sqnr_db=float(sqnr_db(reference, candidate)),
+        nonfinite_reference=int(np.size(reference) - np.isfinite(reference).sum()),
+        nonfinite_candidate=int(np.size(candidate) - np.isfinite(candidate).sum()),
     )
 
 
@@ -63,7 +68,13 @@ class Tolerance:
         return self.max_abs_diff * max(1.0, parity.reference_max_abs / 10.0)
 
     def failures(self, parity: Parity, check_agreement: bool = True) -> list[str]:
-        out = []
+        """What is outside the tolerance; any NaN or inf output always is (every comparison with
+        NaN is false: it would pass the others)."""
+        counts = (("source model", parity.nonfinite_reference), ("artifact", parity.nonfinite_candidate))
+        out = [f"{n} of the {what}'s output values are NaN or infinite" for what, n in counts if n]
+        measured = (parity.max_abs_diff, parity.mean_abs_diff, parity.reference_max_abs, parity.top1_agreement)
+        if not out and not all(math.isfinite(v) for v in measured):
+            out.append("the outputs' differences are not finite (NaN or inf outputs)")
         allowed = self.allowed_abs_diff(parity)
         if allowed is not None and parity.max_abs_diff > allowed:
             out.append(f"max abs diff {parity.max_abs_diff:.3g} > {allowed:.3g} "

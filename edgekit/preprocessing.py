@@ -108,7 +108,8 @@ def load_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im, dtype=np.float32)
                 im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
             return np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: more than twice PIL's MAX_IMAGE_PIXELS (~179 million pixels)
         raise InputError(f"cannot read image {path}: {exc}") from exc
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError, suggest, unknown
+from .limits import check_threads
 
 TARGETS_DIR = Path(__file__).resolve().parent / "data" / "targets"
 DEFAULT_TARGET = "rpi4"
@@ -27,7 +28,7 @@ def _fraction(default: float):
 @dataclass(frozen=True)
 class CpuSpec:
     arch: str  # "aarch64", "x86_64", "armv7l"
-    cores: int = _bounded(1)
+    cores: int = _bounded(1, 4096)
     model: str = ""
     features: tuple[str, ...] = ()  # e.g. ("neon", "dotprod") or ("avx2", "avx512_vnni")
 
@@ -93,9 +94,15 @@ def _build(cls, data: Any, source: str, section: str = ""):
 
 
 def _check_value(f: dataclasses.Field, value: Any, where: str) -> None:
-    """Booleans must be booleans; numeric fields numbers (integers for int) within their range."""
+    """Booleans must be booleans, strings strings, string tuples a string or a list of strings;
+    numeric fields numbers (integers for int) within their range."""
     if f.type == "bool" and not isinstance(value, bool):
         raise InputError(f"{where} must be true or false, got {value!r}")
+    if f.type == "str" and not isinstance(value, str):
+        raise InputError(f"{where} must be a string, got {value!r}")
+    if f.type == "tuple[str, ...]" and not (isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))):
+        raise InputError(f"{where} must be a list of strings, got {value!r}")
     if "range" not in f.metadata:
         return
     low, high = f.metadata["range"]
@@ -152,9 +159,21 @@ def _validate(target: TargetProfile) -> None:
     from .backends.base import PRECISIONS, list_backends
 
     where = target.source
+    if not target.name.strip() or target.name in (".", "..") or any(c in target.name for c in "/\\"):
+        raise InputError(f"{where}: name must be a plain folder name (build/<name>), got {target.name!r}")
+    check_threads(target.threads, target.cpu.cores, what=f"{where}: threads")
+    backends = [b.backend for b in target.builds]
     for b in target.builds:
         if b.backend not in list_backends():
             raise InputError(f"{where}: unknown backend '{b.backend}'{suggest(b.backend, list_backends())}")
+        if backends.count(b.backend) > 1:
+            raise InputError(f"{where}: backend '{b.backend}' is listed twice in builds "
+                             "(give one build with all its precisions)")
+        if not b.precisions:
+            raise InputError(f"{where}: {b.backend} lists no precisions")
+        twice = sorted({p for p in b.precisions if b.precisions.count(p) > 1})
+        if twice:
+            raise InputError(f"{where}: precision '{twice[0]}' is listed twice for {b.backend}")
         for p in b.precisions:
             if p not in PRECISIONS:
                 raise InputError(f"{where}: unknown precision '{p}' for {b.backend}{suggest(p, PRECISIONS)}")
@@ -185,9 +204,13 @@ def load_target(name_or_path: str) -> TargetProfile:
             raise unknown("target", name_or_path, files)
         source = files[name_or_path]
     try:
-        data = yaml.safe_load(source.read_text())
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read target file {source}: {exc.strerror or exc}") from None
     target = parse_target(data, str(source))
     if target.name != source.stem and source.parent == TARGETS_DIR:
         raise InputError(f"{source}: name '{target.name}' does not match the file name")

@@ -197,7 +197,7 @@ def test_agreement_is_enforced_only_on_enough_parity_images(tmp_path, ort_target
     assert m.parity_images["agreement_enforced"] is True and not m.notices
 
 
-def test_unreadable_images_are_skipped_and_counted(tmp_path, ort_target):
+def test_unreadable_images_are_skipped_counted_and_named(tmp_path, ort_target):
     from shutil import copy
 
     from edgekit.calibration import DEFAULT_CALIBRATION_DIR
@@ -207,9 +207,13 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, ort_target):
     for name in ("chelsea_cat.jpg", "coffee.jpg", "cameraman_gray.jpg"):
         copy(DEFAULT_CALIBRATION_DIR / name, calib / name)
     (calib / "broken.jpg").write_text("nope")
+    _bomb_png(calib / "huge.png")  # 16000x16000: unreadable like any other
+    said = []
     m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
-                calib=tmp_path / "calib", precision="int8")
-    assert m.calibration["n_images"] == 3 and m.calibration["skipped_unreadable"] == 1
+                calib=tmp_path / "calib", precision="int8", progress=said.append)
+    assert m.calibration["n_images"] == 3 and m.calibration["skipped_unreadable"] == 2
+    assert m.calibration["unreadable_files"] == ["cats/broken.jpg", "cats/huge.png"]
+    assert any("(2 unreadable skipped: cats/broken.jpg, cats/huge.png)" in s for s in said)
 
 
 def test_normalisation_overrides_the_recorded_input_range(tmp_path):
@@ -237,3 +241,168 @@ def test_imported_float_model_takes_a_normalisation(tmp_path, shared):
     assert out.returncode == 0, out.stderr
     pre = load_checkpoint(tmp_path / "vww.pth").meta.preprocessing
     assert pre.mean == (0.0, 0.0, 0.0) and pre.std == (1.0, 1.0, 1.0) and pre.size == 96
+
+
+def _bomb_png(path):
+    """A PNG claiming 16000x16000 pixels (PIL refuses it as a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16000, 16000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 16001)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_an_unreadable_image(tmp_path):
+    from edgekit.preprocessing import load_image
+
+    with pytest.raises(InputError, match=r"cannot read image .*bomb.png: Image size \(256000000 pixels\)"):
+        load_image(_bomb_png(tmp_path / "bomb.png"))
+
+
+def test_duplicate_backend_is_refused_and_the_previous_build_kept(tmp_path, ort_target):
+    out = tmp_path / "o"
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    before = _folder_state(out)
+    data = yaml.safe_load(Path(ort_target).read_text())
+    data["builds"] = [{"backend": "onnxruntime", "precisions": ["fp32"]},
+                      {"backend": "onnxruntime", "precisions": ["int8"]}]
+    Path(ort_target).write_text(yaml.safe_dump(data))
+    result = run("convert", "--target", ort_target, "--model", "mobilenet_v3_small", "--width", "0.75",
+                 "--resolution", "96", "--calib-size", "4", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    assert "backend 'onnxruntime' is listed twice in builds" in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert _folder_state(out) == before
+
+
+def test_a_failed_publish_leaves_the_previous_build(tmp_path, ort_target):
+    from edgekit.fileio import publish
+
+    out = tmp_path / "o"
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, precision="fp32")
+    before = _folder_state(out)
+    # a staged file missing (the duplicate-build case): refused before anything is removed
+    staging = out / ".edgekit-build-test"
+    staging.mkdir()
+    (staging / "manifest.json").write_text("{}")
+    (staging / "model_fp32.onnx").write_text("new")
+    with pytest.raises(InputError, match="the build did not produce model_int8.onnx"):
+        publish(staging, out, ["model_fp32.onnx", "model_int8.onnx", "manifest.json"], "manifest.json",
+                ["model_fp32.onnx"])
+    staging.rename(tmp_path / "staging")
+    assert _folder_state(out) == before
+    # a folder where a new artifact goes: the whole build fails, the previous one stays whole
+    (out / "model_int8.onnx").mkdir()
+    with pytest.raises(InputError, match=r"model_int8.onnx is a folder: cannot publish"):
+        convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    (out / "model_int8.onnx").rmdir()
+    assert _folder_state(out) == before
+
+
+def test_nan_weights_are_refused_before_any_work(tmp_path, ort_target):
+    import torch
+
+    from edgekit.models import create
+    from edgekit.models.weights import save_checkpoint
+
+    model = create("mobilenet_v3_small", width=0.75, resolution=96)
+    with torch.no_grad():
+        model.classifier[-1].weight[3, :5] = float("nan")
+    save_checkpoint(model, tmp_path / "nan.pth")
+    result = run("convert", "--target", ort_target, "--weights", str(tmp_path / "nan.pth"),
+                 "--out", str(tmp_path / "o"), "--calib-size", "4")
+    assert result.returncode == 2, result.stderr
+    assert "nan.pth: 5 weight values are NaN or infinite (in classifier.3.weight); nothing converted" in result.stderr
+    assert "calibration:" not in result.stderr and "converting" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(target="rpi4", backend="tflite", calib_method="entropy"),
+     "the tflite backend cannot calibrate with 'entropy' (it supports minmax, mean_minmax, histogram, mse, "
+     "percentile)"),
+    (dict(target="ORT", float_layers=("bogus",)), "no layer named 'bogus' in the model"),
+    (dict(target="rpi4", backend="tensorrt"),
+     "unknown backend 'tensorrt' (choose from: edgetpu, onnxruntime, openvino, tflite)"),
+    (dict(target="ORT", weight_rounding="exact"), "unknown weight rounding 'exact'"),
+])
+def test_options_are_checked_before_any_work(tmp_path, ort_target, kwargs, message):
+    said = []
+    kwargs = dict(kwargs, target=ort_target if kwargs["target"] == "ORT" else kwargs["target"])
+    with pytest.raises(InputError) as info:
+        convert(model="mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o", calib_size=4,
+                progress=said.append, **kwargs)
+    assert message in str(info.value)
+    assert not [s for s in said if "calibration" in s or "converting" in s or "int8 weights" in s]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_rebuild_removes_the_previous_builds_bench_chart(tmp_path, ort_target):
+    out = tmp_path / "o"
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    (out / "bench.png").write_bytes(b"chart of model_fp32.onnx and model_int8.onnx")
+    with pytest.raises(InputError):  # a failed build publishes nothing: the chart still fits
+        convert(ort_target, "mobilenet_v3_small", out=out, weight_rounding="exact")
+    assert (out / "bench.png").exists()
+    said = []
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4,
+            precision="fp32", progress=said.append)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp32.onnx"]
+    assert any("bench.png: it charts the previous build" in s for s in said)
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_staging_folders_of_dead_runs_are_removed(tmp_path, ort_target):
+    import socket
+
+    out = tmp_path / "o"
+    out.mkdir()
+    host = socket.gethostname()
+    dead = out / f".edgekit-build-{_dead_pid()}@{host}-abcd1234"
+    live = out / f".edgekit-build-{os.getpid()}@{host}-efgh5678"  # a concurrent run's: kept
+    other_host = out / f".edgekit-build-{_dead_pid()}@not-{host}-ijkl9012"  # can't tell: kept
+    for folder in (dead, live, other_host):
+        folder.mkdir()
+        (folder / "model_fp32.onnx").write_bytes(b"x" * 1000)
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, precision="fp32")
+    assert not dead.exists() and live.exists() and other_host.exists()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "tflite"])
+def test_sigterm_mid_convert_leaves_no_staging_and_the_previous_build(tmp_path, backend):
+    """tflite: SIGTERM while its converter runs here and int8 converts in the worker process
+    (a KeyboardInterrupt raised in there aborted the process, leaving the staging folder)."""
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    small = ["--model", "mobilenet_v3_small", "--width", "0.75", "--resolution", "96", "--calib-size", "4"]
+    first = run("convert", "-b", backend, *small, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    before = _folder_state(out)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr_file:
+        process = subprocess.Popen([sys.executable, "-m", "edgekit.cli.main", "convert", "-b", backend, *small,
+                                    "--resolution", "160", "--out", str(out)],
+                                   stdout=subprocess.DEVNULL, stderr=stderr_file, text=True)
+        deadline = time.monotonic() + 300
+        while "converting" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)  # until a conversion is running
+        time.sleep(1.0)
+        assert process.poll() is None and list(out.glob(".edgekit-build-*")), log.read_text()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    stderr = log.read_text()
+    assert process.returncode == 143, stderr
+    assert "terminated: the unfinished build was removed" in stderr and "Traceback" not in stderr
+    assert not list(out.glob(".edgekit-build-*"))
+    assert _folder_state(out) == before

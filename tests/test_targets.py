@@ -45,7 +45,7 @@ def test_unknown_target_suggests():
     ({"threads": "abc"}, r"t.yaml: threads must be an integer >= 1, got 'abc'"),
     ({"threads": 0}, r"threads must be an integer >= 1, got 0"),
     ({"threads": 2.5}, r"threads must be an integer >= 1"),
-    ({"cpu": {"arch": "x86_64", "cores": -2}}, r"t.yaml: cpu.cores must be an integer >= 1, got -2"),
+    ({"cpu": {"arch": "x86_64", "cores": -2}}, r"t.yaml: cpu.cores must be an integer in \[1, 4096\], got -2"),
     ({"parity": {"int8_min_agreement": 85}},
      r"parity.int8_min_agreement must be a fraction in \[0, 1\], got 85 \(did you mean 0.85\?\)"),
     ({"parity": {"fp16_min_agreement": -0.1}}, r"parity.fp16_min_agreement must be a fraction in \[0, 1\]"),
@@ -53,6 +53,24 @@ def test_unknown_target_suggests():
     ({"parity": {"int8_min_sqnr_db": float("nan")}}, r"parity.int8_min_sqnr_db must be a number >= 0"),
     ({"builds": [{"backend": "onnxruntime", "precisions": ["fp32"], "per_channel": "maybe"}]},
      r"builds\[0\].per_channel must be true or false"),
+    # strings are strings, lists of strings lists of strings
+    ({"name": ["a", "b"]}, r"t.yaml: name must be a string, got \['a', 'b'\]"),
+    ({"description": {"a": 1}}, r"t.yaml: description must be a string, got \{'a': 1\}"),
+    ({"cpu": {"arch": 5, "cores": 2}}, r"t.yaml: cpu.arch must be a string, got 5"),
+    ({"cpu": {"arch": "x86_64", "cores": 2, "features": 7}}, r"cpu.features must be a list of strings, got 7"),
+    ({"builds": [{"backend": "onnxruntime", "precisions": ["fp32"], "why": 5}]},
+     r"builds\[0\].why must be a string, got 5"),
+    ({"name": "../up"}, r"name must be a plain folder name"),
+    # precisions: at least one, each once; a backend built once
+    ({"builds": [{"backend": "onnxruntime", "precisions": []}]}, r"t.yaml: onnxruntime lists no precisions"),
+    ({"builds": [{"backend": "onnxruntime", "precisions": ["fp32", "int8", "fp32"]}]},
+     r"precision 'fp32' is listed twice for onnxruntime"),
+    ({"builds": [{"backend": "onnxruntime", "precisions": ["fp32"]},
+                 {"backend": "onnxruntime", "precisions": ["int8"]}]},
+     r"t.yaml: backend 'onnxruntime' is listed twice in builds"),
+    # threads bounded by the target's cores (limits.max_threads)
+    ({"threads": 10**20}, r"t.yaml: threads 100000000000000000000 is more than 16 \(4 per core for 2 cores"),
+    ({"threads": 1e20}, r"threads must be an integer >= 1, got 1e\+20"),
 ])
 def test_bad_target_files(patch, message):
     data = {"name": "t", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
@@ -72,6 +90,30 @@ def test_target_from_path_and_bad_yaml(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(InputError, match="invalid YAML"):
         load_target(str(bad))
+
+
+GOOD_YAML = ("name: t\ndescription: d\ncpu: {arch: x86_64, cores: 2}\n"
+             "builds: [{backend: onnxruntime, precisions: [fp32]}]\n")
+
+
+@pytest.mark.parametrize("text,message", [
+    (GOOD_YAML.replace("cores: 2", "cores: 2, features: 7"), r"cpu.features must be a list of strings, got 7"),
+    (GOOD_YAML.encode() + b"notes: caf\xe9\n", r"t.yaml: not a UTF-8 text file \(byte \d+: invalid"),
+    (GOOD_YAML.replace("name: t", "name: [a, b]"), r"name must be a string, got \['a', 'b'\]"),
+    (GOOD_YAML.replace("description: d", "description: {a: 1}"), r"description must be a string"),
+    (GOOD_YAML.replace("arch: x86_64", "arch: 5"), r"cpu.arch must be a string, got 5"),
+    (GOOD_YAML.replace("[fp32]", "[]"), r"onnxruntime lists no precisions"),
+    (GOOD_YAML + "threads: 1e20\n", r"threads must be an integer >= 1, got '1e20'"),
+    (GOOD_YAML + "threads: 100000000000000000000\n", r"threads 100000000000000000000 is more than 16"),
+    (GOOD_YAML.replace("precisions: [fp32]}]", "precisions: [fp32]}, {backend: onnxruntime, precisions: [int8]}]"),
+     r"backend 'onnxruntime' is listed twice in builds"),
+])
+def test_bad_target_file_is_one_line_input_error(tmp_path, text, message):
+    path = tmp_path / "t.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(InputError, match=message) as info:
+        load_target(str(path))
+    assert "\n" not in str(info.value)
 
 
 def test_missing_target_file_is_not_an_unknown_target(tmp_path):

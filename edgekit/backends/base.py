@@ -125,6 +125,8 @@ class Backend(ABC):
     # The calibration method int8 builds use unless one is asked for: the one that measured
     # best here (tools/calibration_table.py; see the README).
     default_calibration_method: ClassVar[str] = "minmax"
+    # The calibration methods its int8 builds support (empty: not said; convert checks them up front)
+    calibration_methods: ClassVar[tuple[str, ...]] = ()
     # Conversion is single-threaded Python work: `edgekit convert` runs it in a worker process
     # beside the other builds (convert_worker.py).
     converts_in_python: ClassVar[bool] = False

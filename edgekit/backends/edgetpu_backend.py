@@ -20,7 +20,7 @@ from ..fileio import atomic_path
 from ..source import ModelSource
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, get_backend, register_backend
 from .edgetpu_check import check
-from .tflite_backend import TFLiteSession, interpreter_api, _runtime_version
+from .tflite_backend import CALIBRATION_METHODS, TFLiteSession, interpreter_api, _runtime_version
 
 COMPILER = "edgetpu_compiler"
 COMPILER_MISSING = (f"{COMPILER} not found on PATH; install it on Debian/Ubuntu x86-64 from "
@@ -94,6 +94,7 @@ class EdgeTPUBackend(Backend):
     base = "tflite"  # a .tflite file runs through the tflite backend (backend_for_path)
     mixed_precision = False  # the Edge TPU runs fully integer models only
     default_calibration_method = "percentile"  # as tflite, whose int8 model it starts from
+    calibration_methods = CALIBRATION_METHODS  # tflite's
     converts_in_python = True
     precisions = ("int8",)
     extra = "tflite"

@@ -15,6 +15,7 @@ from .layer_names import onnx_layers, select
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
 from .onnx_export import export_onnx
+from .ort_calibration import METHODS as CALIBRATION_METHODS
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear"}
@@ -73,6 +74,7 @@ class OnnxRuntimeBackend(Backend):
     # With optimal rounding and bias correction, on the 500 photos: MobileNetV3-Small 89.4%
     # agreement (minmax 84.4%), MobileNetV2 98.4% (minmax 98.0%).
     default_calibration_method = "percentile"
+    calibration_methods = CALIBRATION_METHODS
     name = "onnxruntime"
     suffix = ".onnx"
     precisions = ("fp32", "int8")

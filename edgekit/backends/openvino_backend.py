@@ -187,6 +187,7 @@ class OpenVINOSession(Session):
 class OpenVINOBackend(Backend):
     corrects_bias = True  # nncf.quantize(fast_bias_correction=True)
     default_calibration_method = "mean_minmax"
+    calibration_methods = CALIBRATION_METHODS
     name = "openvino"
     suffix = ".xml"
     precisions = ("fp32", "fp16", "int8")

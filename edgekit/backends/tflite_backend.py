@@ -765,6 +765,7 @@ def _float_ops(interpreter: Any) -> list[str]:
 @register_backend
 class TFLiteBackend(Backend):
     default_calibration_method = "percentile"
+    calibration_methods = CALIBRATION_METHODS
     converts_in_python = True  # litert-torch traces and lowers on one core
     name = "tflite"
     suffix = ".tflite"

@@ -22,13 +22,15 @@ class CalibrationSet:
     skipped: int = 0
     method: str = "minmax"
     options: dict = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # the skipped files, relative to source
 
     def __len__(self) -> int:
         return len(self.images)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "n_images": len(self), "method": self.method,
-                "options": self.options, "skipped_unreadable": self.skipped}
+                "options": self.options, "skipped_unreadable": self.skipped,
+                "unreadable_files": list(self.unreadable)}
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -58,13 +60,15 @@ def load_calibration(folder: str | Path | None, preprocessing: Preprocessing, si
         raise InputError(f"calibration size must be >= 1, got {size}")
     if size is not None and size < len(files):
         files = sorted(random.Random(seed).sample(files, size))
-    arrays, used, skipped = [], [], 0
+    arrays, used, unreadable = [], [], []
     for path in files:
         try:
             arrays.append(preprocessing.apply(load_image(path)))
             used.append(str(path))
         except InputError:
-            skipped += 1
+            unreadable.append(str(path.relative_to(folder)))
     if not arrays:
-        raise InputError(f"none of the {len(files)} image files in {folder} could be read")
-    return CalibrationSet(np.stack(arrays), used, str(folder), skipped, method, options or {})
+        raise InputError(f"none of the {len(files)} image files in {folder} could be read "
+                         f"({', '.join(unreadable[:3])}{', ...' if len(unreadable) > 3 else ''})")
+    return CalibrationSet(np.stack(arrays), used, str(folder), len(unreadable), method, options or {},
+                          unreadable)
