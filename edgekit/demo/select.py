@@ -20,7 +20,8 @@ import numpy as np
 from ..backends.base import RuntimeInfo, Session, TensorSpec, get_backend
 from ..datasets import background_offset
 from ..errors import EdgekitError, InputError
-from ..manifest import MANIFEST_NAME, ArtifactRecord, Manifest, record_for
+from ..limits import check_threads
+from ..manifest import MANIFEST_NAME, ArtifactRecord, Manifest, record_for, verify_artifact
 from ..models.meta import ModelMeta
 from ..preprocessing import Preprocessing
 
@@ -92,9 +93,11 @@ class TorchSession(Session):
 
 def load_classifier(path: str | Path | None, weights: str | None = None, threads: int | None = None,
                     backend: str | None = None, precision: str | None = None,
-                    say: Say | None = None) -> Classifier:
-    """Resolve PATH (see module doc) into a loaded Classifier."""
+                    say: Say | None = None, verify: bool = True) -> Classifier:
+    """Resolve PATH (see module doc) into a loaded Classifier; a build's artifacts are checked
+    against its manifest's sha256 first (unless not ``verify``)."""
     say = say or (lambda _m: None)
+    check_threads(threads)
     if path is None and weights is None:
         raise InputError("give a model: an artifact (.tflite/.onnx/.xml), a convert output folder, "
                          "a checkpoint (.pth/.safetensors), or a model name with --weights")
@@ -104,13 +107,13 @@ def load_classifier(path: str | Path | None, weights: str | None = None, threads
         return _torch_classifier(str(path) if path else None, weights, threads)
     path = Path(path)
     if path.is_dir() or path.name == MANIFEST_NAME:
-        return _from_folder(path, threads, backend, precision, say)
+        return _from_folder(path, threads, backend, precision, say, verify)
     if path.suffix in CHECKPOINT_SUFFIXES:
         if not path.is_file():
             raise InputError(f"checkpoint not found: {path}")
         return _torch_classifier(None, str(path), threads)
     if path.suffix in ARTIFACT_SUFFIXES:
-        return _from_artifact(path, threads)
+        return _from_artifact(path, threads, verify)
     if not path.exists():
         from ..models import list_models
 
@@ -137,10 +140,11 @@ def _torch_classifier(model: str | None, weights: str, threads: int | None) -> C
                       list(m.labels) if m.labels else None, m.num_classes, threads)
 
 
-def _from_artifact(path: Path, threads: int | None) -> Classifier:
+def _from_artifact(path: Path, threads: int | None, verify: bool = True) -> Classifier:
     if not path.is_file():
         raise InputError(f"artifact not found: {path}")
     manifest, record = record_for(path, "the demo")
+    verify_artifact(manifest, record, verify)
     be = get_backend(record.backend)
     be.require()
     meta = _meta(manifest)
@@ -150,7 +154,7 @@ def _from_artifact(path: Path, threads: int | None) -> Classifier:
 
 
 def _from_folder(path: Path, threads: int | None, backend: str | None, precision: str | None,
-                 say: Say) -> Classifier:
+                 say: Say, verify: bool = True) -> Classifier:
     manifest = Manifest.read(path)
     meta = _meta(manifest)
     records, skipped = [], []
@@ -175,6 +179,8 @@ def _from_folder(path: Path, threads: int | None, backend: str | None, precision
         detail = f"; skipped: {', '.join(skipped)}" if skipped else ""
         raise InputError(f"{manifest.folder} has no {wanted + ' ' if wanted else ''}artifact this host "
                          f"can run{detail}")
+    for a in records:  # every one the choice may load
+        verify_artifact(manifest, a, verify)
     verified = [a for a in records if a.parity_ok is not False]
     notices = []
     if verified and len(verified) < len(records):
