@@ -356,9 +356,13 @@ def test_jsonl_names_the_image_files(tiny_checkpoint, tmp_path):
     (["--source", "{images}", "--output", "{tmp}/nodir/out.mp4"],
      "--output folder {tmp}/nodir does not exist"),
     (["--source", "{images}", "--jsonl", "{tmp}/nodir/p.jsonl"], "--jsonl folder {tmp}/nodir does not exist"),
+    (["--source", "{images}", "--snapshot-dir", "{images}/a.png"],
+     "--snapshot-dir {images}/a.png is a file, not a folder"),
+    (["--source", "7"], "camera 7 did not open"),
 ])
 def test_bad_source_or_output_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, args, message):
-    """A convert folder can take a 20-run latency probe per artifact: check the cheap things first."""
+    """A convert folder can take a 20-run latency probe per artifact: check the source (a camera
+    too: the README says so) and the outputs first."""
     import edgekit.demo
 
     loaded = []
@@ -366,7 +370,9 @@ def test_bad_source_or_output_fails_before_the_model_loads(tmp_path, capsys, mon
     paths = {"empty": tmp_path / "empty", "images": _image_folder(tmp_path / "images", ["a.png"]),
              "tmp": tmp_path}
     paths["empty"].mkdir()
-    code, _, err = cli_inprocess(capsys, "some-folder", *[a.format(**paths) for a in args], "--headless")
+    (tmp_path / "some-folder").mkdir()  # a build folder: only loading it reads its manifest
+    code, _, err = cli_inprocess(capsys, tmp_path / "some-folder", *[a.format(**paths) for a in args],
+                                 "--headless")
     assert code == 2 and message.format(**paths) in err and "Traceback" not in err
     assert loaded == []
 
@@ -554,16 +560,6 @@ def test_tampered_artifact_is_refused_unless_no_verify(tiny_build, tmp_path, cap
     assert code == 0, err
     # said once: when the model loads (not again in the summary)
     assert (out + err).count("model:") == 1 and (out + err).count("chosen:") == 1
-
-
-def test_camera_is_opened_before_the_model_loads(capsys, monkeypatch):
-    """The README says the source is checked before the model loads: a latency probe ran first."""
-    import edgekit.demo
-
-    loaded = []
-    monkeypatch.setattr(edgekit.demo, "load_classifier", lambda *a, **k: loaded.append(a))
-    code, _, err = cli_inprocess(capsys, "some-folder", "--source", "7", "--headless")
-    assert code == 2 and "camera 7 did not open" in err and loaded == []
 
 
 def test_summary_of_a_tiny_run_reports_no_overhead():

@@ -75,6 +75,9 @@ def command(path, weights, source, topk, threads, headless, output, jsonl, json_
     options = DemoOptions(source=source, topk=topk, headless=headless, output=output, jsonl=jsonl,
                           json_summary=json_summary, max_frames=max_frames, realtime=realtime,
                           snapshot_dir=snapshot_dir)
+    from ..demo.select import check_model
+
+    check_model(path, weights)  # cheap: no model is loaded yet
     check_options(options, [path, weights])  # a bad source or output fails before the model loads
     classifier = load_classifier(path, weights, threads, backend, precision, say,
                                  verify=not no_verify)
