@@ -57,8 +57,8 @@ def _check_threads(threads):
     cores = os.cpu_count() or 1
     cap = max(MIN_THREAD_CAP, THREADS_PER_CORE * cores)
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cap:
-        raise BadInput(f"threads {threads!r} is not in 1..{cap} ({THREADS_PER_CORE} per core for "
-                       f"this machine's {cores} cores, at least {MIN_THREAD_CAP})")
+        raise BadInput(f"threads {threads!r} is not in 1..{cap} ({THREADS_PER_CORE} per core for the "
+                       f"{cores} cores of {platform.node() or 'this machine'}, at least {MIN_THREAD_CAP})")
     return threads
 
 
