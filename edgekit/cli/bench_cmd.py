@@ -88,7 +88,8 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
     chart_file = Path(path) / "bench.png" if chart and not devices and not emulate and len(paths) == 1 \
         and Path(path).is_dir() else None
     check_outputs([("--json", json_path), ("--csv", csv_path), ("the chart", chart_file)], paths,
-                  allowed=[p for p in (chart_file, Path(path) / BENCH_JSON) if p is not None])
+                  allowed=[*([chart_file] if chart_file else []),
+                           *((p if p.is_dir() else p.parent) / BENCH_JSON for p in paths)])
     err = make_console(stderr=True)
     say = lambda m: err.print(f"bench: {m}", highlight=False)  # noqa: E731
     if emulate:
