@@ -107,10 +107,13 @@ def check_outputs(outputs: list[tuple[str, str | Path | None]], inputs: list[str
                 raise InputError(f"{option} {path} is also {other_option}: give each output its own file")
         mine = any(_same_file(path, Path(a)) for a in allowed)  # the command's own file in a folder
         for source in map(Path, inputs):
-            if _same_file(path, source) or (not mine and source.is_dir() and path.exists()
-                                            and path.resolve().is_relative_to(source.resolve())):
+            if _same_file(path, source):
                 raise InputError(f"{option} {path} would overwrite the input {source}: "
                                  "write it somewhere else")
+            if not mine and source.is_dir() and path.exists() \
+                    and path.resolve().is_relative_to(source.resolve()):
+                raise InputError(f"{option} {path} would overwrite the input {path.name} (in "
+                                 f"{source}): write it somewhere else")
         folder = path.resolve().parent
         if (folder / "manifest.json").is_file() and not mine:
             raise InputError(f"{option} {path} is inside the build folder {folder}: write it "
