@@ -9,8 +9,8 @@ import numpy as np
 from .backends.base import backend_for_path, get_backend
 from .datasets import load_images, load_labelled
 from .errors import InputError
-from .manifest import MANIFEST_NAME, Manifest, listed
-from .models.weights import load_checkpoint
+from .manifest import MANIFEST_NAME, Manifest, listed, recorded_checkpoint, verify_artifact
+from .models.weights import load_checkpoint, read_checkpoint
 from .preprocessing import Preprocessing
 from .source import ModelSource
 
@@ -40,6 +40,7 @@ class Candidate:
     num_classes: int
     float_source: "Path | None" = None  # checkpoint the artifact was converted from
     folder: "Path | None" = None  # the convert folder it belongs to (None: a bare checkpoint)
+    hidden: bool = False  # run only as the float reference of artifacts (not passed: no row)
 
 
 @dataclass(frozen=True)
@@ -52,23 +53,17 @@ class BareInput:
     labels: tuple[str, ...] | None = None
 
 
-def candidates(paths: list[Path], bare: BareInput | None = None) -> list[Candidate]:
+def candidates(paths: list[Path], bare: BareInput | None = None, verify: bool = True) -> list[Candidate]:
+    """What to evaluate: exactly the paths given (a folder: its artifacts, checked against its
+    manifest's sha256 unless not ``verify``). The checkpoint a build was converted from is added
+    as a hidden float reference (no row) when its sha256 is recorded and matches."""
     out: list[Candidate] = []
     for path in map(Path, paths):
         if path.is_dir() or path.name == MANIFEST_NAME:
             manifest = Manifest.read(path)
-            meta = manifest.model_meta()
-            source = _checkpoint_of(manifest)
-            if source is not None:
-                out.append(Candidate(source, "pytorch", "fp32", meta.preprocessing,
-                                     list(meta.labels or []) or None, meta.num_classes, source,
-                                     manifest.folder))
-            for a in manifest.artifacts:
-                out.append(Candidate(manifest.artifact_path(a), a.backend, a.precision,
-                                     meta.preprocessing, list(meta.labels or []) or None, meta.num_classes,
-                                     source, manifest.folder))
+            out.extend(_build_candidates(manifest, manifest.artifacts, verify))
         elif path.suffix in (".pth", ".pt", ".safetensors"):
-            model = load_checkpoint(path)
+            model = _eval_checkpoint(path)
             m = model.meta
             out.append(Candidate(path, "pytorch", "fp32", m.preprocessing, list(m.labels or []) or None,
                                  m.num_classes, path))
@@ -84,14 +79,35 @@ def candidates(paths: list[Path], bare: BareInput | None = None) -> list[Candida
                 out.append(_bare_candidate(path, backend, bare))
                 continue
             manifest, record = found
-            meta = manifest.model_meta()
-            out.append(Candidate(path, record.backend, record.precision, meta.preprocessing,
-                                 list(meta.labels or []) or None, meta.num_classes, _checkpoint_of(manifest),
-                                 manifest.folder))
+            out.extend(_build_candidates(manifest, [record], verify, path))
     if not out:
         raise InputError("nothing to evaluate")
+    shown = {c.path.resolve() for c in out if not c.hidden}
+    out = [c for c in out if not (c.hidden and c.path.resolve() in shown)]  # passed too: a row
     unique = {c.path.resolve(): c for c in reversed(out)}  # a checkpoint named twice runs once
     return [c for c in out if unique[c.path.resolve()] is c]
+
+
+def _build_candidates(manifest: Manifest, records, verify: bool, given: Path | None = None) -> list[Candidate]:
+    meta = manifest.model_meta()
+    labels = list(meta.labels or []) or None
+    source, checked = recorded_checkpoint(manifest, verify)
+    out = [Candidate(source, "pytorch", "fp32", meta.preprocessing, labels, meta.num_classes, source,
+                     manifest.folder, hidden=True)] if checked else []
+    for a in records:
+        file = verify_artifact(manifest, a, verify)
+        out.append(Candidate(given or file, a.backend, a.precision, meta.preprocessing, labels,
+                             meta.num_classes, source, manifest.folder))
+    return out
+
+
+def _eval_checkpoint(path: Path):
+    if read_checkpoint(path)[1] is None:
+        raise InputError(f"{path} is a bare state_dict with no edgekit metadata (architecture, "
+                         "preprocessing, labels): eval takes edgekit checkpoints, artifacts and convert "
+                         f"folders; convert it first (edgekit convert TARGET --model NAME --weights {path}) "
+                         "and evaluate the build")
+    return load_checkpoint(path)
 
 
 def _bare_candidate(path: Path, backend, bare: BareInput) -> Candidate:
@@ -106,16 +122,10 @@ def _bare_candidate(path: Path, backend, bare: BareInput) -> Candidate:
                      classes)
 
 
-def _checkpoint_of(manifest: Manifest) -> Path | None:
-    weights = manifest.model.get("weights")
-    if weights and Path(weights).suffix in (".pth", ".pt", ".safetensors") and Path(weights).is_file():
-        return Path(weights)
-    return None
-
-
 def _reference(c: Candidate, cands: list[Candidate]) -> Candidate | None:
     """The float model ``c`` is compared with: the checkpoint it was converted from when that is
-    being evaluated, else the first fp32 artifact of its own convert folder. None for a checkpoint
+    being evaluated (or verified against its build's manifest: hidden), else the first fp32
+    artifact of its own convert folder. None for a checkpoint
     and when neither is at hand: agreement with another model's outputs would mean nothing."""
     if c.backend == "pytorch":
         return None
@@ -146,11 +156,13 @@ def _predict(c: Candidate, images: np.ndarray) -> np.ndarray:
 
 
 def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None,
-             progress=None, bare: BareInput | None = None) -> list[EvalResult]:
+             progress=None, bare: BareInput | None = None, verify: bool = True) -> list[EvalResult]:
     """Top-1/top-5 of each path on ``data``; ``bare`` says how to feed artifacts without a
-    manifest (their class names, if not given, are the other models')."""
+    manifest (their class names, if not given, are the other models'); ``verify``: check a build's
+    files against its manifest's sha256."""
     say = progress or (lambda _m: None)
-    cands = candidates([Path(p) for p in paths], bare)
+    cands = candidates([Path(p) for p in paths], bare, verify)
+    cands = [c for c in cands if not c.hidden or any(_reference(o, cands) is c for o in cands)]
     first = cands[0]
     if any(c.num_classes != first.num_classes for c in cands):
         raise InputError("the models to compare have different numbers of classes")
@@ -166,11 +178,13 @@ def evaluate(paths: list[str | Path], data: str | Path, limit: int | None = None
             if unreadable and len(cache) == 1:  # the same files fail for every preprocessing
                 say(_skipped_message(unreadable))
         images, targets, unreadable = cache[c.preprocessing]
-        say(f"{c.path.name}: {c.backend} {c.precision}")
+        say(f"{c.path.name}: {c.backend} {c.precision}" + (" (float reference)" if c.hidden else ""))
         logits.append((c, _predict(c, images), targets, len(unreadable)))
     top1_of = {id(c): lg.argmax(1) for c, lg, _, _ in logits}
     results = []
     for c, lg, targets, skipped in logits:
+        if c.hidden:
+            continue
         top5 = np.argsort(-lg, axis=1)[:, :5]
         agree = None
         reference = _reference(c, cands)

@@ -201,3 +201,42 @@ def _umask() -> int:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def check_outputs(outputs: list[tuple[str, str | Path | None]], inputs: list[str | Path] = (),
+                  allowed: list[str | Path] = ()) -> None:
+    """Refuse, before any work, an output path (``(option, path)``, None skipped) that is one of
+    ``inputs`` (or an existing file inside an input folder), another of ``outputs``, or a file in a
+    build folder (one holding manifest.json) other than the ``allowed`` ones. Paths are compared
+    resolved (symlinks followed) and, when both exist, as the same file (hard links)."""
+    seen: list[tuple[str, Path]] = []
+    for option, path in outputs:
+        if path is None:
+            continue
+        path = Path(path)
+        for other_option, other in seen:
+            if _same_file(path, other):
+                raise InputError(f"{option} {path} is also {other_option}: give each output its own file")
+        mine = any(_same_file(path, Path(a)) for a in allowed)  # the command's own file in a folder
+        for source in map(Path, inputs):
+            if _same_file(path, source):
+                raise InputError(f"{option} {path} would overwrite the input {source}: "
+                                 "write it somewhere else")
+            if not mine and source.is_dir() and path.exists() \
+                    and path.resolve().is_relative_to(source.resolve()):
+                raise InputError(f"{option} {path} would overwrite the input {path.name} (in "
+                                 f"{source}): write it somewhere else")
+        folder = path.resolve().parent
+        if (folder / "manifest.json").is_file() and not mine:
+            raise InputError(f"{option} {path} is inside the build folder {folder}: write it "
+                             "somewhere else (a build's files are its convert's)")
+        seen.append((option, path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # unreadable, or a symlink loop: not provably the same
+        return False

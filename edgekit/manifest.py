@@ -118,6 +118,54 @@ def sha256_of(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+# (resolved path, size, mtime) of each file hashed -> its sha256: a command hashes a file once
+_HASHED: dict[tuple, str] = {}
+
+
+def file_sha256(paths: list[Path]) -> str:
+    """sha256_of(paths), computed once per command for unchanged files."""
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_of(paths)
+    return _HASHED[key]
+
+
+def verify_artifact(manifest: Manifest, record: ArtifactRecord, verify: bool = True) -> Path:
+    """The artifact's path, once its files (the .xml's .bin too) exist and, with ``verify``, match
+    the sha256 the manifest records; an InputError naming the file otherwise."""
+    folder = manifest.folder or Path(".")
+    files = [folder / name for name in (record.files or [record.path])]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]} is missing (listed in {folder / MANIFEST_NAME})")
+    if verify and record.sha256 and file_sha256(files) != record.sha256:
+        raise InputError(f"{files[0]} does not match the sha256 in {folder / MANIFEST_NAME} (modified "
+                         "or replaced since convert?): pass --no-verify to use it anyway")
+    return manifest.artifact_path(record)
+
+
+# The manifest field that records the checkpoint's sha256 (model.weights_sha256), when convert has it
+CHECKPOINT_SHA256 = "weights_sha256"
+
+
+def recorded_checkpoint(manifest: Manifest, verify: bool = True) -> tuple[Path | None, bool]:
+    """(the checkpoint the build was converted from, if it is still there; whether it was checked
+    against the sha256 the manifest records). A recorded sha256 that does not match, with
+    ``verify``, is an InputError naming the file."""
+    weights = manifest.model.get("weights")
+    if not weights or Path(weights).suffix not in (".pth", ".pt", ".safetensors") \
+            or not Path(weights).is_file():
+        return None, False
+    path, expected = Path(weights), manifest.model.get(CHECKPOINT_SHA256)
+    if not expected or not verify:
+        return path, False
+    if file_sha256([path]) != expected:
+        raise InputError(f"{path} does not match the sha256 in {(manifest.folder or Path('.')) / MANIFEST_NAME}"
+                         " (the checkpoint it was converted from, modified or replaced since?): pass "
+                         "--no-verify to use it anyway")
+    return path, True
+
+
 def _json_safe(value: Any) -> Any:
     """inf/nan are not JSON: store them as strings ("inf" SQNR means bit-identical outputs)."""
     if isinstance(value, float) and not math.isfinite(value):

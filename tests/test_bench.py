@@ -227,3 +227,86 @@ def test_ov_precision_on_other_artifacts_warns(shared):
     bench(path, iterations=2, warmup=0, ov_precision="f16", progress=said.append)
     assert said[0] == ("--ov-precision applies only to OpenVINO artifacts (.xml): ignored for "
                        "vww_96_float.tflite")
+
+
+# ---------------------------------------------------------------------------------------------
+# Using a build: thread bounds, outputs that would overwrite inputs, the manifest's sha256
+
+
+def test_thread_count_is_bounded_before_anything_runs(tmp_path):
+    """100000 started ~8,900 threads (16 GB). A missing file: the old code fails on it, safely."""
+    import time
+
+    from edgekit.errors import InputError
+
+    t0 = time.monotonic()
+    out = cli("bench", str(tmp_path / "x.onnx"), "--threads", "1,100000")
+    assert out.returncode == 2 and "threads 100000 is more than" in out.stderr
+    assert "Traceback" not in out.stderr and time.monotonic() - t0 < 60
+    with pytest.raises(InputError, match="is more than"):
+        bench(tmp_path / "x.onnx", threads=[100000])
+    # the runner (also on a device) checks against its own machine's cores, before any interpreter
+    with pytest.raises(runner.BadInput, match="threads 100000 is not in 1"):
+        runner.run({"artifact": str(tmp_path / "x.onnx"), "threads": 100000})
+
+
+def _copy_build(build, tmp_path):
+    import shutil
+
+    return shutil.copytree(build, tmp_path / "build")
+
+
+@pytest.mark.parametrize("option,target", [
+    ("--json", "model_int8.onnx"), ("--csv", "manifest.json"), ("--json", "notes.txt"),
+    ("--json", "link-to-artifact.json")])
+def test_outputs_never_overwrite_a_build(build, tmp_path, option, target):
+    folder = _copy_build(build, tmp_path)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "link-to-artifact.json").symlink_to(folder / "model_int8.onnx")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = cli("bench", str(folder), "-n", "3", "--warmup", "0", option, str(folder / target))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "would overwrite the input" in out.stderr or "inside the build folder" in out.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_json_and_csv_on_one_file_or_onto_the_artifact_benchmarked(build, tmp_path):
+    same = tmp_path / "r.out"
+    out = cli("bench", str(build / "model_int8.onnx"), "--json", str(same), "--csv", str(same))
+    assert out.returncode == 2 and "is also --json" in out.stderr and not same.exists()
+    theirs = tmp_path / "theirs.onnx"
+    theirs.write_bytes((build / "model_int8.onnx").read_bytes())
+    out = cli("bench", str(theirs), "--json", str(theirs))
+    assert out.returncode == 2 and "would overwrite the input" in out.stderr
+    assert theirs.read_bytes() == (build / "model_int8.onnx").read_bytes()
+
+
+def test_bench_json_and_chart_in_the_build_are_allowed(build, tmp_path):
+    folder = _copy_build(build, tmp_path)
+    out = cli("bench", str(folder), "-n", "3", "--warmup", "0", "--json", str(folder / "bench.json"))
+    assert out.returncode == 0, out.stderr
+    assert (folder / "bench.json").is_file() and (folder / "bench.png").is_file()
+    out = cli("bench", str(folder / "model_int8.onnx"), "-n", "3", "--warmup", "0", "--json",
+              str(folder / "bench.json"))  # the file the demo reads its timings from
+    assert out.returncode == 0, out.stderr
+
+
+def test_tampered_artifact_is_refused_unless_no_verify(build, tmp_path):
+    folder = _copy_build(build, tmp_path)
+    (folder / "model_int8.onnx").write_bytes((folder / "model_fp32.onnx").read_bytes())
+    for target in (folder, folder / "model_int8.onnx"):
+        out = cli("bench", str(target), "-n", "3", "--warmup", "0", "--no-chart")
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert "model_int8.onnx does not match the sha256 in" in out.stderr and "--no-verify" in out.stderr
+        assert "threads default" not in out.stderr  # nothing was benchmarked
+    out = cli("bench", str(folder), "-n", "3", "--warmup", "0", "--no-chart", "--no-verify")
+    assert out.returncode == 0, out.stderr
+
+
+def test_missing_artifact_fails_before_benchmarking_any(build, tmp_path):
+    folder = _copy_build(build, tmp_path)
+    (folder / "model_int8.onnx").unlink()
+    out = cli("bench", str(folder), "-n", "3", "--warmup", "0", "--no-chart")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "model_int8.onnx is missing (listed in" in out.stderr
+    assert "model_fp32.onnx (onnxruntime fp32)" not in out.stderr  # not benchmarked, then lost

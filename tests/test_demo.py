@@ -356,9 +356,13 @@ def test_jsonl_names_the_image_files(tiny_checkpoint, tmp_path):
     (["--source", "{images}", "--output", "{tmp}/nodir/out.mp4"],
      "--output folder {tmp}/nodir does not exist"),
     (["--source", "{images}", "--jsonl", "{tmp}/nodir/p.jsonl"], "--jsonl folder {tmp}/nodir does not exist"),
+    (["--source", "{images}", "--snapshot-dir", "{images}/a.png"],
+     "--snapshot-dir {images}/a.png is a file, not a folder"),
+    (["--source", "7"], "camera 7 did not open"),
 ])
 def test_bad_source_or_output_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, args, message):
-    """A convert folder can take a 20-run latency probe per artifact: check the cheap things first."""
+    """A convert folder can take a 20-run latency probe per artifact: check the source (a camera
+    too: the README says so) and the outputs first."""
     import edgekit.demo
 
     loaded = []
@@ -366,7 +370,9 @@ def test_bad_source_or_output_fails_before_the_model_loads(tmp_path, capsys, mon
     paths = {"empty": tmp_path / "empty", "images": _image_folder(tmp_path / "images", ["a.png"]),
              "tmp": tmp_path}
     paths["empty"].mkdir()
-    code, _, err = cli_inprocess(capsys, "some-folder", *[a.format(**paths) for a in args], "--headless")
+    (tmp_path / "some-folder").mkdir()  # a build folder: only loading it reads its manifest
+    code, _, err = cli_inprocess(capsys, tmp_path / "some-folder", *[a.format(**paths) for a in args],
+                                 "--headless")
     assert code == 2 and message.format(**paths) in err and "Traceback" not in err
     assert loaded == []
 
@@ -472,3 +478,110 @@ def test_window_under_xvfb_snapshot(assets, tmp_path):
     assert png.stat().st_size > 10_000
     image = cv2.imread(str(png))
     assert image is not None and image.shape == (480, 640, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Using a build: thread bounds, outputs that would overwrite inputs, the manifest's sha256
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tiny_checkpoint, tmp_path_factory):
+    """The tiny model as an ONNX Runtime build with fp32 and int8 artifacts."""
+    pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
+    from edgekit.convert import convert
+
+    tmp = tmp_path_factory.mktemp("tiny-build")
+    target = tmp / "ort.yaml"
+    target.write_text(yaml.safe_dump({
+        "name": "ort", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
+        "builds": [{"backend": "onnxruntime", "precisions": ["fp32", "int8"], "why": "test"}]}))
+    convert(str(target), weights=str(tiny_checkpoint), out=tmp / "out", calib_size=4, check=False)
+    return tmp / "out"
+
+
+def test_thread_count_is_bounded(tmp_path, capsys):
+    t0 = time.monotonic()
+    code, _, err = cli_inprocess(capsys, tmp_path / "m.pth", "--threads", "100000", "--headless",
+                                 "--source", tmp_path / "none.mp4")
+    assert code == 2 and "--threads 100000 is more than" in err and "Traceback" not in err
+    assert time.monotonic() - t0 < 30
+    from edgekit.errors import InputError
+
+    with pytest.raises(InputError, match="is more than"):
+        load_classifier(tmp_path / "m.pth", threads=100000)
+
+
+def _video(path: Path, frames: int = 3) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--source", "{video}", "--output", "{video}"], "would overwrite the input"),
+    (["--source", "{images}", "--jsonl", "{images}/a.png"], "would overwrite the input"),
+    (["--source", "{images}", "--jsonl", "{model}"], "would overwrite the input"),
+    (["--source", "{images}", "--output", "{tmp}/x.mp4", "--jsonl", "{tmp}/x.mp4"], "is also --output"),
+    (["--source", "{images}", "--jsonl", "{tmp}/p.jsonl", "--json-summary", "{tmp}/link"],
+     "is also --jsonl"),
+    (["--source", "{images}", "--jsonl", "{build}/manifest.json"], "inside the build folder"),
+    (["--source", "{images}", "--json-summary", "{build}/model_fp32.onnx"], "inside the build folder"),
+])
+def test_outputs_never_overwrite_inputs(tiny_checkpoint, tiny_build, tmp_path, capsys, args, message):
+    import shutil
+
+    build = shutil.copytree(tiny_build, tmp_path / "build")
+    model = shutil.copy(tiny_checkpoint, tmp_path / "model.pth")
+    paths = {"video": _video(tmp_path / "v.avi"), "images": _image_folder(tmp_path / "images", ["a.png"]),
+             "tmp": tmp_path, "build": build, "model": model}
+    (tmp_path / "p.jsonl").write_text("old")
+    (tmp_path / "link").symlink_to(tmp_path / "p.jsonl")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, _, err = cli_inprocess(capsys, model, *[a.format(**paths) for a in args], "--headless")
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_tampered_artifact_is_refused_unless_no_verify(tiny_build, tmp_path, capsys):
+    import shutil
+
+    build = shutil.copytree(tiny_build, tmp_path / "build")
+    (build / "model_int8.onnx").write_bytes((build / "model_fp32.onnx").read_bytes())
+    images = _image_folder(tmp_path / "images", ["a.png", "b.png"])
+    for target, extra in ((build, ["--precision", "int8"]), (build / "model_int8.onnx", [])):
+        code, _, err = cli_inprocess(capsys, target, *extra, "--source", images, "--headless")
+        assert code == 2 and "Traceback" not in err
+        assert "model_int8.onnx does not match the sha256 in" in err and "--no-verify" in err
+    code, out, err = cli_inprocess(capsys, build, "--precision", "int8", "--source", images,
+                                   "--headless", "--no-verify")
+    assert code == 0, err
+    # said once: when the model loads (not again in the summary)
+    assert (out + err).count("model:") == 1 and (out + err).count("chosen:") == 1
+
+
+def test_summary_of_a_tiny_run_reports_no_overhead():
+    """2 frames gave "-6.02 ms per frame beyond inference" and "145% of inference-only FPS"."""
+    from edgekit.demo.summary import DemoSummary
+
+    s = DemoSummary.build(frames=2, seconds=0.014, infer_ms=[20.0, 20.0], stages={}, latency_ms=[30.0, 31.0],
+                          source="x", model="m", backend="onnxruntime", precision="fp32", threads=None,
+                          runtime={}, choice="", captured=2, dropped=0, undecodable=0, reconnects=0,
+                          ended="end of stream")
+    assert s.overhead == {"ms_per_frame": None, "fps_ratio": None}
+    text = "\n".join(s.lines())
+    assert "%" not in text and "overhead:   not measured (2 frames; it takes at least 10)" in text
+
+
+def test_decoder_warnings_do_not_leak_to_stderr(tiny_checkpoint, tmp_path):
+    """libjpeg prints "Corrupt JPEG data: premature end of data segment" straight to fd 2."""
+    folder = _image_folder(tmp_path / "images", ["a.jpg"])
+    data = (folder / "a.jpg").read_bytes()
+    big = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8))[1]
+    (folder / "b.jpg").write_bytes(big.tobytes()[:len(big) * 2 // 3] + b"\xff\xd9")  # cut short
+    assert data
+    proc = run_cli(tiny_checkpoint, "--source", folder, "--headless")
+    assert proc.returncode == 0, proc.stderr
+    assert "JPEG" not in proc.stderr and "premature" not in proc.stderr.lower(), proc.stderr

@@ -40,7 +40,10 @@ def setup(tmp_path_factory):
 
 def test_eval_folder_and_checkpoint(setup):
     tmp, ckpt, data = setup
-    results = evaluate([tmp / "out"], data)
+    alone = evaluate([tmp / "out"], data)  # only what was passed: no row for the recorded checkpoint
+    assert [(r.backend, r.precision) for r in alone] == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert alone[0].agreement_with_float is None and alone[1].agreement_with_float is not None
+    results = evaluate([ckpt, tmp / "out"], data)
     assert [(r.backend, r.precision) for r in results] == [
         ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     torch_r, fp32_r, int8_r = results
@@ -48,8 +51,58 @@ def test_eval_folder_and_checkpoint(setup):
     assert fp32_r.top1 == torch_r.top1 and fp32_r.agreement_with_float == 1.0
     assert 0 <= int8_r.agreement_with_float <= 1
     assert torch_r.top5 == 1.0  # 4 classes: the true class is always in the top 5
-    again = evaluate([tmp / "out", ckpt], data)  # the folder's checkpoint named too: once
+    again = evaluate([ckpt, tmp / "out", ckpt], data)  # the checkpoint named twice: once
     assert [(r.backend, r.precision) for r in again] == [(r.backend, r.precision) for r in results]
+
+
+def _eval_cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgekit.cli.main", "eval", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_tampered_artifact_is_refused_unless_no_verify(setup, tmp_path):
+    tmp, ckpt, data = setup
+    folder = shutil.copytree(tmp / "out", tmp_path / "out")
+    (folder / "model_int8.onnx").write_bytes((folder / "model_fp32.onnx").read_bytes())
+    for target in (folder, folder / "model_int8.onnx"):
+        out = _eval_cli(target, "--data", data)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert "model_int8.onnx does not match the sha256 in" in out.stderr and "--no-verify" in out.stderr
+    out = _eval_cli(folder, "--data", data, "--no-verify", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [r["precision"] for r in json.loads(out.stdout)] == ["fp32", "int8"]
+
+
+def test_recorded_checkpoint_sha256_is_the_hidden_float_reference(setup, tmp_path):
+    from edgekit.manifest import CHECKPOINT_SHA256, sha256_of
+
+    tmp, ckpt, data = setup
+    folder = shutil.copytree(tmp / "out", tmp_path / "out")
+    mine = shutil.copy(ckpt, tmp_path / "mine.pth")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["model"].update({"weights": str(mine), CHECKPOINT_SHA256: sha256_of([mine])})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    fp32_r, int8_r = evaluate([folder], data)  # no checkpoint row, but agreement with it
+    assert fp32_r.agreement_with_float == 1.0 and int8_r.agreement_with_float is not None
+    other = create("mobilenet_v3_small", width=0.75, resolution=96, num_classes=4, labels=LABELS)
+    save_checkpoint(other.eval(), mine)  # a different model now sits at the recorded path
+    with pytest.raises(InputError, match="mine.pth does not match the sha256 in .*--no-verify"):
+        evaluate([folder], data)
+    fp32_r, _ = evaluate([folder], data, verify=False)  # the folder's own fp32 is the reference
+    assert fp32_r.agreement_with_float is None
+
+
+def test_bare_state_dict_message_says_what_eval_takes(setup, tmp_path):
+    import torch
+
+    tmp, ckpt, data = setup
+    bare = tmp_path / "bare.pth"
+    torch.save(create("mobilenet_v3_small", width=0.75, resolution=96).state_dict(), bare)
+    out = _eval_cli(bare, "--data", data)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "eval takes edgekit checkpoints, artifacts and convert folders" in out.stderr
+    assert f"edgekit convert TARGET --model NAME --weights {bare}" in out.stderr
+    assert "(and --width)" not in out.stderr
 
 
 def test_eval_cli_json_and_tsv(setup, tmp_path):
@@ -126,7 +179,7 @@ def test_two_folders_each_against_their_own_float(setup, tmp_path):
     manifest = json.loads((orphan / "manifest.json").read_text())
     manifest["model"]["weights"] = str(tmp_path / "deleted.pth")
     (orphan / "manifest.json").write_text(json.dumps(manifest))
-    results = evaluate([tmp / "out", orphan], data)
+    results = evaluate([ckpt, tmp / "out", orphan], data)
     assert [(r.backend, r.precision) for r in results] == [
         ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
         ("onnxruntime", "fp32"), ("onnxruntime", "int8")]

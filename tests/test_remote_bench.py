@@ -331,3 +331,14 @@ def test_tflite_per_op_on_a_device_without_the_schema(home, sshd, tflite_model, 
     assert [(op["name"], op["type"]) for op in r.per_op] == [(op["name"], op["type"]) for op in ops]
     assert all(op["time_us"] > 0 for op in r.per_op) and "timed alone" in r.per_op_note
     assert not Path(r.extra["remote_dir"]).exists()  # the one-op models went with the rest
+
+
+def test_device_runner_refuses_more_threads_than_its_cores_take(home, sshd, onnx_model, tmp_path):
+    """The device checks --threads against its own cores before creating an interpreter (not run
+    on the code before the fix: it would start 100000 threads)."""
+    devices = resolve_devices(["pi"], inventory(tmp_path / "devices.yaml", sshd, pi={}))
+    outcome = bench_remote(onnx_model, devices, threads=[100000], iterations=5, warmup=1)
+    assert outcome.results == []
+    [failure] = outcome.failures
+    assert failure.exit_code == 2 and "threads 100000 is not in 1.." in failure.message
+    assert failure.message.startswith("device 'pi'")

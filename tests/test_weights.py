@@ -114,3 +114,19 @@ def test_refused_pickle_gets_no_unsafe_advice(tmp_path):
 def test_directory_is_not_reported_missing(tmp_path):
     with pytest.raises(InputError, match="is a directory, not a weights file"):
         read_checkpoint(tmp_path)
+
+
+def test_info_quotes_labels_that_hold_commas(tmp_path):
+    """"tench, Tinca tinca" and "goldfish" joined with ", " read as three labels."""
+    import subprocess
+    import sys
+
+    model = create("mobilenet_v3_small", width=0.75, resolution=96, num_classes=4,
+                   labels=["tench, Tinca tinca", "goldfish", "great white shark, white shark", "x"])
+    path = save_checkpoint(model.eval(), tmp_path / "m.pth")
+    out = subprocess.run([sys.executable, "-m", "edgekit.cli.main", "weights", "info", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # the table may fold the cell
+    assert '4: "tench, Tinca tinca", "goldfish", "great white shark, white shark", ...' in text
+

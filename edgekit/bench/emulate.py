@@ -395,9 +395,9 @@ def _output_quantization(session, artifact: Path) -> tuple[float, int] | None:
 
 
 def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMAGES,
-            progress: Say | None = None) -> EmulationReport:
+            progress: Say | None = None, verify: bool = True) -> EmulationReport:
     """Run each .tflite/.onnx artifact at ``path`` on this machine and under qemu on the same
-    prepared images and compare the outputs."""
+    prepared images and compare the outputs (a build's files checked against its manifest first)."""
     from ..backends.base import get_backend
     from ..calibration import load_calibration
 
@@ -405,7 +405,7 @@ def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMA
     if arch not in ARCHES:
         raise InputError(f"cannot emulate {arch}: only {', '.join(ARCHES)}")
     path = Path(path).absolute()
-    artifacts = artifacts_in(path)
+    artifacts = artifacts_in(path, verify)
     runnable = [a for a in artifacts if a[0].suffix in EMULATED_SUFFIXES and a[1] != "edgetpu"]
     if not runnable:
         raise InputError(f"nothing to emulate at {path}: --emulate runs .tflite and .onnx artifacts")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import EdgekitError, InputError, MissingDependencyError
 from ..backends.base import get_backend
-from ..manifest import MANIFEST_NAME, Manifest
+from ..limits import check_threads
+from ..manifest import MANIFEST_NAME, Manifest, verify_artifact
 from ..quiet import native_output_silenced
 
 RUNNER = Path(__file__).with_name("runner.py")
@@ -75,8 +76,9 @@ def _guess(path: Path) -> tuple[str, str]:
     return backend, precision
 
 
-def artifacts_in(path: Path) -> list[tuple[Path, str, str, dict | None]]:
-    """(file, backend, precision, parity) for one artifact or every artifact in a convert folder."""
+def artifacts_in(path: Path, verify: bool = True) -> list[tuple[Path, str, str, dict | None]]:
+    """(file, backend, precision, parity) for one artifact or every artifact in a convert folder.
+    The files a manifest lists must all exist and (``verify``) match its sha256, before any run."""
     path = Path(path)
     if path.is_dir():
         if not (path / MANIFEST_NAME).is_file():
@@ -85,7 +87,7 @@ def artifacts_in(path: Path) -> list[tuple[Path, str, str, dict | None]]:
                 raise InputError(f"{path} has no {MANIFEST_NAME} and no .tflite/.onnx/.xml files")
             return [(p, *_guess(p), None) for p in found]
         manifest = Manifest.read(path)
-        return [(manifest.artifact_path(a), a.backend, a.precision, a.parity)
+        return [(verify_artifact(manifest, a, verify), a.backend, a.precision, a.parity)
                 for a in manifest.artifacts]
     if not path.exists():
         raise InputError(f"artifact not found: {path}")
@@ -94,9 +96,10 @@ def artifacts_in(path: Path) -> list[tuple[Path, str, str, dict | None]]:
                          "or a convert output folder")
     manifest_file = path.parent / MANIFEST_NAME
     if manifest_file.is_file():
-        for a in Manifest.read(path.parent).artifacts:
+        manifest = Manifest.read(path.parent)
+        for a in manifest.artifacts:
             if a.path == path.name:
-                return [(path, a.backend, a.precision, a.parity)]
+                return [(verify_artifact(manifest, a, verify), a.backend, a.precision, a.parity)]
     return [(path, *_guess(path), None)]
 
 
@@ -114,7 +117,7 @@ def run_runner(command: list[str], config: dict, timeout: float = 1800,
             suffix = Path(config["artifact"]).suffix
             raise MissingDependencyError(data["error"].split(": install one of ")[-1].split(",")[0],
                                          EXTRA_FOR_SUFFIX.get(suffix, "all"))
-        if data.get("kind") == "invalid_model":  # a corrupt or foreign file: the user's input
+        if data.get("kind") in ("invalid_model", "bad_input"):  # a corrupt file, too many threads
             raise InputError(data["error"])
         raise EdgekitError(f"benchmark of {config['artifact']} failed: {data['error']}")
     return data
@@ -141,7 +144,7 @@ def _result(data: dict, path: Path, backend: str, precision: str, parity: dict |
 def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None = None,
           warmup: int = 10, iterations: int | None = None, duration: float | None = None,
           per_op: bool = False, ov_precision: str | None = None, rounds: int = 1,
-          progress=None) -> list[BenchResult]:
+          progress=None, verify: bool = True) -> list[BenchResult]:
     """Benchmark artifacts and/or whole convert folders at each thread count.
 
     With ``rounds`` > 1 every (artifact, threads) runs once per round, round after round, so that a
@@ -152,7 +155,9 @@ def bench(paths: str | Path | list[str | Path], threads: list[int | None] | None
     if not paths:
         raise InputError("nothing to benchmark: give an artifact or a convert folder")
     # each PATH is a group: speedups over fp32 and "fastest" compare artifacts of one build
-    items = [(str(path), *item) for path in paths for item in artifacts_in(Path(path))]
+    for t in threads or []:
+        check_threads(t)
+    items = [(str(path), *item) for path in paths for item in artifacts_in(Path(path), verify)]
     if ov_precision:
         warn_ov_precision([artifact for _, artifact, *_ in items], say)
     runs: list[list[BenchResult]] = [[] for _ in items for _ in threads or [None]]

@@ -389,6 +389,8 @@ class RemoteSession:
             if data.get("kind") == "missing_runtime":
                 raise RemoteRuntimeMissing(f"{self.label}: {data['error']} there "
                                            f"(for {self.device.python})")
+            if data.get("kind") in ("invalid_model", "bad_input"):  # e.g. more threads than it takes
+                raise InputError(f"{self.label}: {data['error']}")
             if "No module named 'numpy'" in data["error"]:
                 raise RemoteRuntimeMissing(f"{self.label}: numpy is missing: install numpy there "
                                            f"(for {self.device.python})")
@@ -477,12 +479,12 @@ def bench_device(device: Device, artifacts: list[tuple[Path, str, str, dict | No
 def bench_remote(path: str | Path, devices: list[Device], threads: list[int | None] | None = None,
                  warmup: int = 10, iterations: int | None = None, duration: float | None = None,
                  per_op: bool = False, ov_precision: str | None = None, trust_new_host: bool = False,
-                 progress: Callable[[str], None] | None = None) -> RemoteOutcome:
+                 progress: Callable[[str], None] | None = None, verify: bool = True) -> RemoteOutcome:
     """Benchmark one artifact or a convert folder on several devices concurrently.
     Results come back in device order, then artifact, then thread count."""
     _paramiko()
     say = progress or (lambda _m: None)
-    artifacts = artifacts_in(Path(path))
+    artifacts = artifacts_in(Path(path), verify)
     if ov_precision:
         warn_ov_precision([a for a, *_ in artifacts], say)
     settings = [BenchSettings(t, warmup, iterations, duration, per_op, ov_precision)

@@ -7,7 +7,7 @@ copied to devices over SSH, and runs under qemu for `bench --emulate`. Usage:
 With "inputs": "in.npy" and "outputs": "out.npy" it runs no benchmark: it feeds each prepared
 input (N x the model's input shape, its own dtype) once and saves the raw outputs (N x output).
 Prints one JSON object on stdout; on failure prints {"error": "..."} and exits 3 (missing
-runtime), 2 (the runtime cannot read the artifact) or 1.
+runtime), 2 (the runtime cannot read the artifact, or more threads than this machine takes) or 1.
 """
 from __future__ import annotations
 
@@ -41,6 +41,25 @@ class MissingRuntime(Exception):
 
 class InvalidModel(Exception):
     """The runtime cannot parse the artifact: bad input, not a failure of the benchmark."""
+
+
+class BadInput(Exception):
+    """A setting this machine cannot honour (too many threads): the user's input."""
+
+
+# edgekit.limits' bound, repeated here (no edgekit imports): checked against this machine's cores
+THREADS_PER_CORE, MIN_THREAD_CAP = 4, 16
+
+
+def _check_threads(threads):
+    if threads is None:
+        return None
+    cores = os.cpu_count() or 1
+    cap = max(MIN_THREAD_CAP, THREADS_PER_CORE * cores)
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= cap:
+        raise BadInput(f"threads {threads!r} is not in 1..{cap} ({THREADS_PER_CORE} per core for the "
+                       f"{cores} cores of {platform.node() or 'this machine'}, at least {MIN_THREAD_CAP})")
+    return threads
 
 
 def _reason(exc: Exception) -> str:
@@ -461,6 +480,7 @@ def _save_outputs(model, config: dict, path: str, threads, load_ms: float) -> di
 
 def run(config: dict) -> dict:
     path = config["artifact"]
+    threads = _check_threads(config.get("threads"))  # before any interpreter exists
     suffix = os.path.splitext(path)[1]
     if suffix not in RUNTIMES:
         raise ValueError(f"unsupported artifact {path}")
@@ -468,7 +488,6 @@ def run(config: dict) -> dict:
         raise FileNotFoundError(f"artifact not found: {path}")
     rss_before = _rss_mb()
     module, package = _import_runtime(suffix)
-    threads = config.get("threads")
     cls = {".tflite": TFLiteModel, ".onnx": OnnxModel, ".xml": OpenVINOModel}[suffix]
     extra = {"precision": config["ov_precision"]} if suffix == ".xml" and config.get("ov_precision") else {}
     rss_runtime = _rss_mb()
@@ -528,6 +547,9 @@ def main(argv=None) -> int:
         return 3
     except InvalidModel as exc:
         print(json.dumps({"error": str(exc).splitlines()[0], "kind": "invalid_model"}))
+        return 2
+    except BadInput as exc:
+        print(json.dumps({"error": str(exc), "kind": "bad_input"}))
         return 2
     except Exception as exc:  # report, don't trace: the caller prints one line
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}))

@@ -21,6 +21,10 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
         raise click.BadParameter(f"expected N or N,M,... got {value!r}") from None
     if not counts or any(c < 1 for c in counts):
         raise click.BadParameter("thread counts must be >= 1")
+    from ..limits import check_threads
+
+    for c in counts:
+        check_threads(c)
     return counts
 
 
@@ -54,13 +58,15 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
               help="SSH private key for devices that name none [default: your keys / ssh-agent].")
 @click.option("--trust-new-host", is_flag=True,
               help="Accept and save an unknown device host key (to ~/.config/edgekit/known_hosts).")
+@click.option("--no-verify", is_flag=True,
+              help="Use a build's files even when they no longer match its manifest's sha256.")
 @click.option("--emulate", type=click.Choice(["aarch64"]), default=None,
               help="Run the .tflite/.onnx artifacts with the aarch64 runtimes under qemu and compare "
                    "their outputs with this machine's on real images (no timings). The first use "
                    "builds an aarch64 root in ~/.cache/edgekit (needs root, qemu-user-static, "
                    "debootstrap).")
 def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_precision, json_path,
-            csv_path, chart, devices, inventory, key, trust_new_host, emulate) -> None:
+            csv_path, chart, devices, inventory, key, trust_new_host, no_verify, emulate) -> None:
     """Benchmark artifacts (.tflite, .onnx, .xml) and/or every artifact of convert folders;
     several PATHs share one table (e.g. your build beside a reference model).
 
@@ -77,6 +83,13 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
     if (devices or emulate) and (len(paths) > 1 or rounds > 1):
         raise click.UsageError("--device and --emulate take one PATH and no --rounds")
     path = paths[0]
+    from ..fileio import check_outputs
+
+    chart_file = Path(path) / "bench.png" if chart and not devices and not emulate and len(paths) == 1 \
+        and Path(path).is_dir() else None
+    check_outputs([("--json", json_path), ("--csv", csv_path), ("the chart", chart_file)], paths,
+                  allowed=[*([chart_file] if chart_file else []),
+                           *((p if p.is_dir() else p.parent) / BENCH_JSON for p in paths)])
     err = make_console(stderr=True)
     say = lambda m: err.print(f"bench: {m}", highlight=False)  # noqa: E731
     if emulate:
@@ -84,18 +97,19 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
                 or threads != [None]:
             raise click.UsageError("--emulate compares outputs only: it takes no --device, --threads, "
                                    "--iterations, --duration, --per-op, --ov-precision or --csv")
-        _emulate(path, emulate, json_path, say)
+        _emulate(path, emulate, json_path, say, not no_verify)
         return
     failures = []
     if devices:
         from ..bench.remote import bench_remote, resolve_devices
 
         outcome = bench_remote(path, resolve_devices(devices, inventory, key), threads, warmup,
-                               iterations, duration, per_op, ov_precision, trust_new_host, say)
+                               iterations, duration, per_op, ov_precision, trust_new_host, say,
+                               verify=not no_verify)
         results, failures = outcome.results, outcome.failures
     else:
         results = bench(paths, threads, warmup, iterations, duration, per_op, ov_precision,
-                        rounds=rounds, progress=say)
+                        rounds=rounds, progress=say, verify=not no_verify)
     out = make_console()
     if results:
         title = f"edgekit bench {' '.join(str(p) for p in paths)}"
@@ -109,17 +123,17 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
         click.echo(f"error: {failure.message}", err=True)
     if failures:  # after the report: the devices that worked still get their rows
         sys.exit(max(f.exit_code for f in failures))
-    if chart and not devices and len(paths) == 1 and Path(path).is_dir():
-        png = chart_path = Path(path) / "bench.png"
+    if chart_file is not None:
+        png = chart_path = chart_file
         if chart_fn(results, chart_path):
             err.print(f"chart: {png}", highlight=False)
 
 
-def _emulate(path: Path, arch: str, json_path: Path | None, say) -> None:
+def _emulate(path: Path, arch: str, json_path: Path | None, say, verify: bool = True) -> None:
     from ..bench.emulate import emulate, match_table
     from ..fileio import write_text_atomic
 
-    report = emulate(path, arch, progress=say)
+    report = emulate(path, arch, progress=say, verify=verify)
     make_console().print(match_table(report, f"edgekit bench {path} --emulate {arch}: output match"))
     if json_path:
         write_text_atomic(json_path, report.to_json() + "\n")
@@ -127,3 +141,4 @@ def _emulate(path: Path, arch: str, json_path: Path | None, say) -> None:
 
 
 chart_fn = chart
+BENCH_JSON = "bench.json"  # a build's own timings, beside its manifest: the demo picks by them

@@ -9,6 +9,12 @@ from ..errors import EdgekitError
 from .console import console as make_console
 
 
+def _threads(ctx, param, value: int | None) -> int | None:
+    from ..limits import check_threads
+
+    return check_threads(value, what="--threads")
+
+
 class DemoFailed(EdgekitError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
@@ -23,7 +29,7 @@ class DemoFailed(EdgekitError):
               help="Camera index, /dev/videoN, stream URL (rtsp://...), video file or image folder.")
 @click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
               help="Predictions shown and recorded per frame.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=int, default=None, callback=_threads,
               help="Inference threads [default: the runtime's].")
 @click.option("--headless", is_flag=True, help="No window, even when a display is available.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
@@ -42,8 +48,10 @@ class DemoFailed(EdgekitError):
 @click.option("--backend", default=None, help="In a convert folder: only this backend's artifacts.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
               help="In a convert folder: only artifacts of this precision.")
+@click.option("--no-verify", is_flag=True,
+              help="Use a build's files even when they no longer match its manifest's sha256.")
 def command(path, weights, source, topk, threads, headless, output, jsonl, json_summary, max_frames,
-            realtime, snapshot_dir, backend, precision) -> None:
+            realtime, snapshot_dir, backend, precision, no_verify) -> None:
     """Classify frames live: PATH is an artifact (.tflite/.onnx/.xml beside its manifest.json), a
     convert output folder (the fastest artifact this host can run is picked), a checkpoint
     (.pth/.safetensors), or a model name with --weights.
@@ -67,8 +75,12 @@ def command(path, weights, source, topk, threads, headless, output, jsonl, json_
     options = DemoOptions(source=source, topk=topk, headless=headless, output=output, jsonl=jsonl,
                           json_summary=json_summary, max_frames=max_frames, realtime=realtime,
                           snapshot_dir=snapshot_dir)
-    check_options(options)  # a bad source or output fails before the model loads
-    classifier = load_classifier(path, weights, threads, backend, precision, say)
+    from ..demo.select import check_model
+
+    check_model(path, weights)  # cheap: no model is loaded yet
+    check_options(options, [path, weights])  # a bad source or output fails before the model loads
+    classifier = load_classifier(path, weights, threads, backend, precision, say,
+                                 verify=not no_verify)
     say(f"model: {classifier.path} ({classifier.title})")
     if classifier.reason:
         say(f"chosen: {classifier.reason}")

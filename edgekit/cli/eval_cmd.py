@@ -39,17 +39,21 @@ def short_names(paths: list[str]) -> list[str]:
               help="With --normalisation: their class names, one per line [default: the other "
                    "models'].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def command(paths, data, limit, normalisation, labels, as_json) -> None:
+@click.option("--no-verify", is_flag=True,
+              help="Use a build's files even when they no longer match its manifest's sha256.")
+def command(paths, data, limit, normalisation, labels, as_json, no_verify) -> None:
     """Evaluate checkpoints (.pth/.safetensors), artifacts or whole convert folders on labelled
     images: top-1, top-5 and each artifact's agreement with its own float model (the checkpoint
-    it was converted from, else its folder's fp32 artifact; "-" when neither is evaluated)."""
+    it was converted from when that is evaluated too or its sha256 in the manifest matches, else
+    its folder's fp32 artifact; "-" when neither is at hand). Only the PATHs given get rows."""
     from ..evaluate import BareInput, evaluate
 
     if labels is not None and normalisation is None:
         raise click.UsageError("--labels applies with --normalisation (to artifacts without a manifest)")
     bare = BareInput(normalisation, tuple(read_labels(labels)) if labels else None) if normalisation else None
     err = make_console(stderr=True)
-    results = evaluate(list(paths), data, limit, progress=lambda m: err.print(m, highlight=False), bare=bare)
+    results = evaluate(list(paths), data, limit, progress=lambda m: err.print(m, highlight=False), bare=bare,
+                       verify=not no_verify)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return

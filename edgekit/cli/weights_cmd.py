@@ -85,9 +85,11 @@ def info(checkpoint: Path, as_json: bool) -> None:
 
 
 def _plain(key: str, value) -> str:
-    """One cell per metadata entry: labels abridged, preprocessing as key=value pairs."""
+    """One cell per metadata entry: labels abridged (quoted: a label may hold commas),
+    preprocessing as key=value pairs."""
     if key == "labels":
-        return f"{len(value)} ({', '.join(value[:3])}{', ...' if len(value) > 3 else ''})"
+        shown = ", ".join(json.dumps(label, ensure_ascii=False) for label in value[:3])
+        return f"{len(value)}: {shown}{', ...' if len(value) > 3 else ''}"
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return f"{value:g}" if isinstance(value, float) else str(value)

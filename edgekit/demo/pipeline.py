@@ -19,6 +19,7 @@ automated tests of the windowed path.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,18 +100,27 @@ def check_output_path(path: Path, option: str = "--output") -> None:
         raise InputError(f"{option} {path} is a folder")
 
 
-def check_options(options: DemoOptions) -> SourceSpec:
+def check_options(options: DemoOptions, models: list[str | Path | None] = (),
+                  open_source: bool = True) -> SourceSpec:
     """Check the source and output paths, before any model is loaded (loading a convert folder can
-    take a latency probe). Files and image folders are opened once too; cameras and streams are
-    not (opening them can be slow and they are opened for real right after)."""
+    take a latency probe): the source is opened once (cameras and streams too; ``open_source``
+    False when it is opened for real right after), and no output may be the source, one of
+    ``models`` (PATH, --weights) or another output, or land in a build folder."""
+    from ..fileio import check_outputs
+
     spec = SourceSpec.parse(options.source)
     for option, path in (("--output", options.output), ("--jsonl", options.jsonl),
                          ("--json-summary", options.json_summary)):
         if path is not None:
             check_output_path(Path(path), option)
+    inputs = [Path(p) for p in (*models, None if spec.live else spec.value) if p is not None]
+    check_outputs([("--output", options.output), ("--jsonl", options.jsonl),
+                   ("--json-summary", options.json_summary)], inputs)
+    if options.snapshot_dir is not None and Path(options.snapshot_dir).is_file():
+        raise InputError(f"--snapshot-dir {options.snapshot_dir} is a file, not a folder")
     if options.topk < 1:
         raise InputError("--topk must be >= 1")
-    if not spec.live:
+    if open_source:
         reader = make_reader(spec, options.opener)
         reader.open()
         reader.release()
@@ -275,13 +285,55 @@ class _Signals:
         return False
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Decoders write straight to fd 2 from the capture thread (libjpeg's "Corrupt JPEG data:
+    premature end of data segment", OpenCV's own log lines): for the run, fd 2 goes to /dev/null
+    and sys.stderr to a copy of the real stderr, so only edgekit's lines reach it (set
+    EDGEKIT_DEBUG to see everything)."""
+    if os.environ.get("EDGEKIT_DEBUG"):
+        yield
+        return
+    previous = sys.stderr
+    with contextlib.suppress(Exception):
+        previous.flush()
+    try:
+        real, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        on_fd2 = previous.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # e.g. captured by a test runner
+        on_fd2 = False
+    if on_fd2:
+        sys.stderr = open(real, "w", buffering=1, encoding=previous.encoding, errors=previous.errors,
+                          closefd=False)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(real, 2)
+        if on_fd2:
+            sys.stderr.close()
+            sys.stderr = previous
+        os.close(real)
+
+
 def run_demo(classifier: Classifier, options: DemoOptions, say: Say | None = None) -> DemoSummary:
     """Run the pipeline until the source ends, the user stops it or ``max_frames``; returns the
     summary (also written to ``options.json_summary``). Errors that happen before the first frame
     (source does not open, bad output path) raise; errors mid-run end the run and are reported in
     the summary (``error``, ``exit_code``)."""
-    say = say or (lambda _m: None)
-    spec = check_options(options)
+    with _native_stderr_silenced():
+        return _run(classifier, options, say or (lambda _m: None))
+
+
+def _run(classifier: Classifier, options: DemoOptions, say: Say) -> DemoSummary:
+    spec = check_options(options, [classifier.path], open_source=False)
     reader = make_reader(spec, options.opener)
     reader.open()
     live = spec.live or options.realtime

@@ -20,7 +20,8 @@ import numpy as np
 from ..backends.base import RuntimeInfo, Session, TensorSpec, get_backend
 from ..datasets import background_offset
 from ..errors import EdgekitError, InputError
-from ..manifest import MANIFEST_NAME, ArtifactRecord, Manifest, record_for
+from ..limits import check_threads
+from ..manifest import MANIFEST_NAME, ArtifactRecord, Manifest, record_for, verify_artifact
 from ..models.meta import ModelMeta
 from ..preprocessing import Preprocessing
 
@@ -90,27 +91,24 @@ class TorchSession(Session):
             return self.module(torch.from_numpy(native)).numpy()
 
 
-def load_classifier(path: str | Path | None, weights: str | None = None, threads: int | None = None,
-                    backend: str | None = None, precision: str | None = None,
-                    say: Say | None = None) -> Classifier:
-    """Resolve PATH (see module doc) into a loaded Classifier."""
-    say = say or (lambda _m: None)
+def check_model(path: str | Path | None, weights: str | None = None) -> None:
+    """What load_classifier checks without loading anything: a model is given and its file (or
+    name) exists. The demo runs it first: before a camera is opened or a probe runs."""
     if path is None and weights is None:
         raise InputError("give a model: an artifact (.tflite/.onnx/.xml), a convert output folder, "
                          "a checkpoint (.pth/.safetensors), or a model name with --weights")
-    if weights is not None:  # PATH is a model name (or omitted): build it in PyTorch
+    if weights is not None:  # PATH is a model name (or omitted): built in PyTorch
         if path is not None and Path(str(path)).suffix in CHECKPOINT_SUFFIXES + ARTIFACT_SUFFIXES:
             raise InputError("--weights goes with a model name (e.g. mobilenet_v2), not a file")
-        return _torch_classifier(str(path) if path else None, weights, threads)
+        return
     path = Path(path)
     if path.is_dir() or path.name == MANIFEST_NAME:
-        return _from_folder(path, threads, backend, precision, say)
-    if path.suffix in CHECKPOINT_SUFFIXES:
+        return
+    if path.suffix in CHECKPOINT_SUFFIXES + ARTIFACT_SUFFIXES:
         if not path.is_file():
-            raise InputError(f"checkpoint not found: {path}")
-        return _torch_classifier(None, str(path), threads)
-    if path.suffix in ARTIFACT_SUFFIXES:
-        return _from_artifact(path, threads)
+            kind = "checkpoint" if path.suffix in CHECKPOINT_SUFFIXES else "artifact"
+            raise InputError(f"{kind} not found: {path}")
+        return
     if not path.exists():
         from ..models import list_models
 
@@ -121,6 +119,24 @@ def load_classifier(path: str | Path | None, weights: str | None = None, threads
                          "or a model name with --weights)")
     raise InputError(f"cannot run {path.name}: expected .tflite/.onnx/.xml with a manifest.json "
                      "beside it, a convert output folder, or a .pth/.safetensors checkpoint")
+
+
+def load_classifier(path: str | Path | None, weights: str | None = None, threads: int | None = None,
+                    backend: str | None = None, precision: str | None = None,
+                    say: Say | None = None, verify: bool = True) -> Classifier:
+    """Resolve PATH (see module doc) into a loaded Classifier; a build's artifacts are checked
+    against its manifest's sha256 first (unless not ``verify``)."""
+    say = say or (lambda _m: None)
+    check_threads(threads)
+    check_model(path, weights)
+    if weights is not None:
+        return _torch_classifier(str(path) if path else None, weights, threads)
+    path = Path(path)
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        return _from_folder(path, threads, backend, precision, say, verify)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        return _torch_classifier(None, str(path), threads)
+    return _from_artifact(path, threads, verify)
 
 
 def _meta(manifest: Manifest) -> ModelMeta:
@@ -137,10 +153,11 @@ def _torch_classifier(model: str | None, weights: str, threads: int | None) -> C
                       list(m.labels) if m.labels else None, m.num_classes, threads)
 
 
-def _from_artifact(path: Path, threads: int | None) -> Classifier:
+def _from_artifact(path: Path, threads: int | None, verify: bool = True) -> Classifier:
     if not path.is_file():
         raise InputError(f"artifact not found: {path}")
     manifest, record = record_for(path, "the demo")
+    verify_artifact(manifest, record, verify)
     be = get_backend(record.backend)
     be.require()
     meta = _meta(manifest)
@@ -150,7 +167,7 @@ def _from_artifact(path: Path, threads: int | None) -> Classifier:
 
 
 def _from_folder(path: Path, threads: int | None, backend: str | None, precision: str | None,
-                 say: Say) -> Classifier:
+                 say: Say, verify: bool = True) -> Classifier:
     manifest = Manifest.read(path)
     meta = _meta(manifest)
     records, skipped = [], []
@@ -175,6 +192,8 @@ def _from_folder(path: Path, threads: int | None, backend: str | None, precision
         detail = f"; skipped: {', '.join(skipped)}" if skipped else ""
         raise InputError(f"{manifest.folder} has no {wanted + ' ' if wanted else ''}artifact this host "
                          f"can run{detail}")
+    for a in records:  # every one the choice may load
+        verify_artifact(manifest, a, verify)
     verified = [a for a in records if a.parity_ok is not False]
     notices = []
     if verified and len(verified) < len(records):
