@@ -21,7 +21,7 @@ from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
 from .errors import EdgekitError, InputError, ParityError, unknown
 from .fileio import cleanup_on_sigterm, publish, staged_folder
-from .manifest import MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
+from .manifest import CHECKPOINT_SHA256, MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
 from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
 from .models.meta import ModelMeta
@@ -553,4 +553,6 @@ def _model_record(source: ModelSource) -> dict:
             "num_classes": m.num_classes, "padding": m.padding, "activation": m.activation,
             "preprocessing": m.preprocessing.to_dict(),
             "labels": list(m.labels) if m.labels else None, "weights": m.weights,
+            # eval runs that checkpoint as the artifacts' float reference only while it is unchanged
+            CHECKPOINT_SHA256: sha256_of([Path(m.weights)]) if m.weights and Path(m.weights).is_file() else None,
             "source": "onnx" if source.onnx_path else "pytorch"}

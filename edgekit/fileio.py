@@ -41,6 +41,8 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
 def writable_folder(folder: Path, what: str = "output folder") -> Iterator[Path]:
     """Create ``folder`` and check that a file can be written in it, before any work; if the
     block fails, remove the folders this created (still empty), so a failed run leaves none."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is a file, not a folder")
     created = [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,7 @@ def test_cli_convert_user_onnx(tmp_path, ort_target):
     (["--calib", "NOIMAGES"], "none of the 2 image files"),
     (["--calib", "missing-folder"], "image folder not found"),
     (["--out", "/proc/edgekit-out"], "not writable"),
+    (["--out", "AFILE"], "AFILE is a file, not a folder"),
     (["--precision", "fp16", "--backend", "onnxruntime"], "builds no onnxruntime fp16 artifact"),
     (["--backend", "onnxruntime,openvino"], "target rpi4 builds no openvino artifact"),
     (["--max-float-layers", "2"], "--max-float-layers applies with --max-accuracy-drop"),
@@ -115,6 +116,7 @@ def test_cli_bad_input(tmp_path, args, message):
     (tmp_path / "NOIMAGES").mkdir()
     (tmp_path / "NOIMAGES" / "a.jpg").write_text("not a jpeg")
     (tmp_path / "NOIMAGES" / "b.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "AFILE").write_text("mine")
     if "ONNX" in args:
         from edgekit.backends.onnx_export import export_onnx
         from edgekit.models import create
@@ -123,13 +125,15 @@ def test_cli_bad_input(tmp_path, args, message):
         export_onnx(ModelSource.from_module(create("mobilenet_v3_small", width=0.5, resolution=64)),
                     tmp_path / "m.onnx")
     args = [a.replace("EMPTY", str(tmp_path / "EMPTY")).replace("NOIMAGES", str(tmp_path / "NOIMAGES"))
-            .replace("ONNX", str(tmp_path / "m.onnx")) for a in args]
+            .replace("ONNX", str(tmp_path / "m.onnx")).replace("AFILE", str(tmp_path / "AFILE"))
+            for a in args]
     out_dir = tmp_path / "o" / "rpi4"
     out = run("convert", "--out", str(out_dir), *args) if "--out" not in args else run("convert", *args)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "o").exists()  # the folders the failed run created are gone
+    assert (tmp_path / "AFILE").read_text() == "mine"
 
 
 def test_failed_convert_keeps_an_existing_output_folder(tmp_path):

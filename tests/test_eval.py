@@ -40,9 +40,13 @@ def setup(tmp_path_factory):
 
 def test_eval_folder_and_checkpoint(setup):
     tmp, ckpt, data = setup
+    from edgekit.manifest import CHECKPOINT_SHA256, Manifest, sha256_of
+
+    assert Manifest.read(tmp / "out").model[CHECKPOINT_SHA256] == sha256_of([ckpt])  # convert records it
     alone = evaluate([tmp / "out"], data)  # only what was passed: no row for the recorded checkpoint
     assert [(r.backend, r.precision) for r in alone] == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
-    assert alone[0].agreement_with_float is None and alone[1].agreement_with_float is not None
+    # ... which is the float reference all the same (unchanged since convert: its sha256 matches)
+    assert alone[0].agreement_with_float == 1.0 and alone[1].agreement_with_float is not None
     results = evaluate([ckpt, tmp / "out"], data)
     assert [(r.backend, r.precision) for r in results] == [
         ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
