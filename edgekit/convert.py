@@ -192,7 +192,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                                  "build it with -b onnxruntime or -b openvino")
         notices = []
         if source.meta.weights == "random":
-            notices.append("no --weights given: seeded random weights; the artifacts are real but "
+            notices.append("--weights random: seeded random weights; the artifacts are real but "
                            "accuracy figures mean nothing and top-1 agreement is not enforced")
             for n in notices:
                 say(f"notice: {n}")

@@ -18,7 +18,8 @@ class DemoFailed(EdgekitError):
 @click.command("demo")
 @click.argument("path", required=False)
 @click.option("--weights", default=None,
-              help="With a model name as PATH: a checkpoint or 'imagenet' (runs in PyTorch).")
+              help="With a model name as PATH: a checkpoint, 'imagenet' or 'random' (runs in PyTorch) "
+                   "[default: the model's built-in ImageNet weights].")
 @click.option("--source", default="0", show_default=True,
               help="Camera index, /dev/videoN, stream URL (rtsp://...), video file or image folder.")
 @click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,

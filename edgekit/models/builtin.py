@@ -82,7 +82,10 @@ def missing_message(arch: str, width: float | None) -> str:
     hint = ""
     if have:
         hint = " (built in: " + ", ".join(f"--width {b.width:g}" for b in have) + ")"
-    return (f"no built-in weights for {what}{hint}; pass --weights FILE|imagenet|random "
+    from .registry import TORCHVISION_WEIGHTS
+
+    words = "FILE|imagenet|random" if arch in TORCHVISION_WEIGHTS and width == 1.0 else "FILE|random"
+    return (f"no built-in weights for {what}{hint}; pass --weights {words} "
             "(random: seeded random weights, accuracy meaningless)")
 
 
