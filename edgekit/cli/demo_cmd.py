@@ -47,7 +47,7 @@ def command(path, weights, source, topk, threads, headless, output, jsonl, json_
             realtime, snapshot_dir, backend, precision) -> None:
     """Classify frames live: PATH is an artifact (.tflite/.onnx/.xml beside its manifest.json), a
     convert output folder (the fastest artifact this host can run is picked), a checkpoint
-    (.pth/.safetensors), or a model name with --weights.
+    (.pth/.safetensors), or a model name (its built-in ImageNet weights, or --weights).
 
     With a display: a window (q/Esc quit, space pause, s snapshot). Without one, or with
     --headless: record with --output/--jsonl, stop with Ctrl-C. A summary (FPS, inference
