@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import InputError
 from ..preprocessing import Preprocessing
 from . import builtin
-from .registry import create
+from .registry import create, get_spec
 from .weights import load_checkpoint, load_state, read_checkpoint, resolve_imagenet
 
 DEFAULT_MODEL = "mobilenet_v2"
@@ -65,6 +65,7 @@ def load_model(model: str | None = None, weights: str | None = None, *, width: f
         load_state(net, state, str(weights))
         return net.eval()
     name = model or DEFAULT_MODEL
+    get_spec(name)  # an unknown name says so before anything about its weights
     if weights != "random":
         entry = (builtin.by_name(weights) if weights and weights.startswith(builtin.BUILTIN_PREFIX)
                  else builtin.find(name, width))
