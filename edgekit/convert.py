@@ -192,10 +192,13 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
                                  "build it with -b onnxruntime or -b openvino")
         notices = []
         if source.meta.weights == "random":
-            notices.append("no --weights given: seeded random weights; the artifacts are real but "
+            notices.append("--weights random: seeded random weights; the artifacts are real but "
                            "accuracy figures mean nothing and top-1 agreement is not enforced")
             for n in notices:
                 say(f"notice: {n}")
+        elif str(source.meta.weights).startswith("builtin:"):
+            say(f"weights: built-in ImageNet {source.meta.weights.removeprefix('builtin:')} "
+                "(Google's published TFLite MobileNet, Apache-2.0); --weights FILE|random for others")
         pre = source.meta.preprocessing
         calibration = load_calibration(calib, pre, calib_size or DEFAULT_CALIB_SIZE,
                                        method=calib_method or BACKEND_DEFAULT,

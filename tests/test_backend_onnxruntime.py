@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime", reason="needs the 'onnx' extra")
 
 @pytest.fixture(scope="module")
 def source():
-    return ModelSource.from_module(load_model("mobilenet_v3_small", width=0.75, resolution=128))
+    return ModelSource.from_module(load_model("mobilenet_v3_small", width=0.75, resolution=128, weights="random"))
 
 
 def test_fp32_matches_source(tmp_path, source, calibration, reference):

@@ -35,7 +35,7 @@ def backend():
 
 @pytest.fixture(scope="module")
 def source():
-    return ModelSource.from_module(load_model("mobilenet_v2", width=0.5, resolution=128))
+    return ModelSource.from_module(load_model("mobilenet_v2", width=0.5, resolution=128, weights="random"))
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,7 @@ def test_int8_variants(backend, source, calibration, reference, tmp_path, method
 @pytest.mark.slow
 def test_mobilenet_v2_224_all_precisions(backend, tmp_path):
     """The full-size model (8 s on an idle machine, 25 s under load): fp32 ~1e-4, fp16 > 30 dB, int8 > 15 dB on the bundled photos."""
-    full = ModelSource.from_module(load_model("mobilenet_v2"))
+    full = ModelSource.from_module(load_model("mobilenet_v2", weights="random"))
     cal = load_calibration(None, full.meta.preprocessing)
     reference = full.reference(cal.images)
     for precision, check in (("fp32", lambda p: p.max_abs_diff < FP32_ATOL),

@@ -48,7 +48,7 @@ def backend():
 @pytest.fixture(scope="module")
 def small():
     """MobileNetV2 0.35 at 96x96: the same op structure as the full model, ~10x cheaper."""
-    return ModelSource.from_module(load_model("mobilenet_v2", width=0.35, resolution=96))
+    return ModelSource.from_module(load_model("mobilenet_v2", width=0.35, resolution=96, weights="random"))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_int8_is_fully_integer(backend, int8, calibration, reference):
     assert int8.input.dtype == "int8" and int8.input.layout == "NHWC"
     assert int8.input.scale > 0 and -128 <= int8.input.zero_point <= 127
     assert int8.size_bytes < 0.5 * (sum(p.numel() for p in load_model(
-        "mobilenet_v2", width=0.35, resolution=96).parameters()) * 4)
+        "mobilenet_v2", width=0.35, resolution=96, weights="random").parameters()) * 4)
     session = backend.load(int8)
     assert session.output.dtype == "int8" and session.output.scale > 0
     p = compare(reference, session.run(calibration.images))
@@ -238,7 +238,7 @@ def test_other_calibration_methods(backend, small, calibration, reference, tmp_p
 @pytest.mark.slow
 def test_mobilenet_v2_int8_op_set_regression(backend, tmp_path):
     """MobileNetV2 1.0 at 224: the fast int8 graph (see ../shared/ENVIRONMENT.md)."""
-    source = ModelSource.from_module(load_model("mobilenet_v2"))
+    source = ModelSource.from_module(load_model("mobilenet_v2", weights="random"))
     calibration = load_calibration(None, source.meta.preprocessing)
     art = backend.convert(source, "int8", calibration, tmp_path / "v2.tflite", NHWC_INT8)
     assert art.details["ops"] == V2_INT8_OPS
@@ -254,7 +254,7 @@ def test_mobilenet_v2_int8_op_set_regression(backend, tmp_path):
 
 @pytest.mark.slow
 def test_mobilenet_v3_small_int8_has_no_hard_swish(backend, tmp_path):
-    source = ModelSource.from_module(load_model("mobilenet_v3_small", resolution=128))
+    source = ModelSource.from_module(load_model("mobilenet_v3_small", resolution=128, weights="random"))
     calibration = load_calibration(None, source.meta.preprocessing)
     art = backend.convert(source, "int8", calibration, tmp_path / "v3s.tflite", NHWC_INT8)
     ops = art.details["ops"]

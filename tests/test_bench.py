@@ -24,7 +24,7 @@ def build(tmp_path_factory):
         "name": "ort", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
         "builds": [{"backend": "onnxruntime", "precisions": ["fp32", "int8"],
                     "activation_type": "uint8", "why": "test"}]}))
-    convert(str(target), "mobilenet_v3_small", width=0.75, resolution=96, out=tmp / "out", calib_size=4)
+    convert(str(target), "mobilenet_v3_small", width=0.75, resolution=96, out=tmp / "out", calib_size=4, weights="random")
     return tmp / "out"
 
 

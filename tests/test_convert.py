@@ -33,7 +33,7 @@ def run(*args, cwd=None):
 def test_convert_writes_verified_manifest(tmp_path, ort_target):
     out = tmp_path / "out"
     manifest = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=128, out=out,
-                       calib_size=8)
+                       calib_size=8, weights="random")
     data = json.loads((out / "manifest.json").read_text())
     assert data["target"] == "ort" and data["model"]["name"] == "mobilenet_v3_small"
     assert data["model"]["preprocessing"]["size"] == 128
@@ -58,7 +58,7 @@ def test_parity_failure_exits_nonzero(tmp_path, ort_target):
     Path(ort_target).write_text(yaml.safe_dump(data))
     with pytest.raises(ParityError, match=r"model_fp32\.onnx: max abs diff .* \(1e-12 scaled"):
         convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
-                precision="fp32", calib_size=2)
+                precision="fp32", calib_size=2, weights="random")
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["artifacts"][0]["parity_ok"] is False
 
 
@@ -77,7 +77,7 @@ def test_plan_takes_several_backends_and_precisions():
 
 def test_precision_filter_and_unknown_combination(tmp_path, ort_target):
     m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
-                precision="fp32", calib_size=2)
+                precision="fp32", calib_size=2, weights="random")
     assert [a.precision for a in m.artifacts] == ["fp32"]
     with pytest.raises(InputError, match="builds no fp16 artifact"):
         convert(ort_target, precision="fp16", out=tmp_path / "o2")
@@ -85,7 +85,7 @@ def test_precision_filter_and_unknown_combination(tmp_path, ort_target):
 
 def test_cli_convert_user_onnx(tmp_path, ort_target):
     first = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "a",
-                    precision="fp32", calib_size=2)
+                    precision="fp32", calib_size=2, weights="random")
     onnx_file = tmp_path / "a" / first.artifacts[0].path
     # Random weights and 4 images: agreement is near a coin toss (reported, not enforced on so
     # few images); minmax keeps this test about the ONNX path.
@@ -150,26 +150,26 @@ def _folder_state(folder):
 
 def test_a_build_that_fails_late_leaves_the_previous_build_untouched(tmp_path, ort_target):
     out = tmp_path / "o"
-    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, weights="random")
     before = _folder_state(out)
     # --float-layers is checked once the fp32 artifact is built: the run fails half-way
     with pytest.raises(InputError, match="no layer named"):
         convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=128, out=out, calib_size=4,
-                float_layers=("no.such.layer",))
+                float_layers=("no.such.layer",), weights="random")
     assert _folder_state(out) == before
     with pytest.raises(InputError, match="no layer named"):
         convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "new" / "o",
-                calib_size=4, float_layers=("no.such.layer",))
+                calib_size=4, float_layers=("no.such.layer",), weights="random")
     assert not (tmp_path / "new").exists()
 
 
 def test_a_partial_rebuild_leaves_only_what_its_manifest_lists(tmp_path, ort_target):
     out = tmp_path / "o"
-    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, weights="random")
     (out / "notes.txt").write_text("mine")
     said = []
     m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4,
-                precision="fp32", progress=said.append)
+                precision="fp32", progress=said.append, weights="random")
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp32.onnx", "notes.txt"]
     assert [a.path for a in Manifest.read(out).artifacts] == ["model_fp32.onnx"] and m.folder == out
     assert any("previous build's model_int8.onnx" in s for s in said)
@@ -214,7 +214,7 @@ def test_unreadable_images_are_skipped_counted_and_named(tmp_path, ort_target):
     _bomb_png(calib / "huge.png")  # 16000x16000: unreadable like any other
     said = []
     m = convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o",
-                calib=tmp_path / "calib", precision="int8", progress=said.append)
+                calib=tmp_path / "calib", precision="int8", progress=said.append, weights="random")
     assert m.calibration["n_images"] == 3 and m.calibration["skipped_unreadable"] == 2
     assert m.calibration["unreadable_files"] == ["cats/broken.jpg", "cats/huge.png"]
     assert any("(2 unreadable skipped: cats/broken.jpg, cats/huge.png)" in s for s in said)
@@ -230,7 +230,7 @@ def test_normalisation_overrides_the_recorded_input_range(tmp_path):
     assert resolve_source(str(tmp_path / "m.onnx"), None, None, None).meta.preprocessing.std[0] == 0.229
     unit = resolve_source(str(tmp_path / "m.onnx"), None, None, None, "unit").meta.preprocessing
     assert (unit.mean, unit.std, unit.size) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 64)
-    tf = resolve_source("mobilenet_v3_small", None, 0.5, 64, "tensorflow").meta.preprocessing
+    tf = resolve_source("mobilenet_v3_small", "random", 0.5, 64, "tensorflow").meta.preprocessing
     assert tf.mean == tf.std == (0.5, 0.5, 0.5)
     out = run("convert", "--model", str(tmp_path / "m.onnx"), "--normalisation", "caffe")
     assert out.returncode == 2 and "'caffe' is not one of 'torchvision', 'tensorflow', 'unit'" in out.stderr
@@ -269,13 +269,14 @@ def test_a_decompression_bomb_is_an_unreadable_image(tmp_path):
 
 def test_duplicate_backend_is_refused_and_the_previous_build_kept(tmp_path, ort_target):
     out = tmp_path / "o"
-    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, weights="random")
     before = _folder_state(out)
     data = yaml.safe_load(Path(ort_target).read_text())
     data["builds"] = [{"backend": "onnxruntime", "precisions": ["fp32"]},
                       {"backend": "onnxruntime", "precisions": ["int8"]}]
     Path(ort_target).write_text(yaml.safe_dump(data))
-    result = run("convert", "--target", ort_target, "--model", "mobilenet_v3_small", "--width", "0.75",
+    result = run("convert", "--target", ort_target, "--model", "mobilenet_v3_small", "--weights", "random",
+                 "--width", "0.75",
                  "--resolution", "96", "--calib-size", "4", "--out", str(out))
     assert result.returncode == 2, result.stderr
     assert "backend 'onnxruntime' is listed twice in builds" in result.stderr
@@ -287,7 +288,7 @@ def test_a_failed_publish_leaves_the_previous_build(tmp_path, ort_target):
     from edgekit.fileio import publish
 
     out = tmp_path / "o"
-    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, precision="fp32")
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, precision="fp32", weights="random")
     before = _folder_state(out)
     # a staged file missing (the duplicate-build case): refused before anything is removed
     staging = out / ".edgekit-build-test"
@@ -302,7 +303,7 @@ def test_a_failed_publish_leaves_the_previous_build(tmp_path, ort_target):
     # a folder where a new artifact goes: the whole build fails, the previous one stays whole
     (out / "model_int8.onnx").mkdir()
     with pytest.raises(InputError, match=r"model_int8.onnx is a folder: cannot publish"):
-        convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+        convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, weights="random")
     (out / "model_int8.onnx").rmdir()
     assert _folder_state(out) == before
 
@@ -339,7 +340,7 @@ def test_options_are_checked_before_any_work(tmp_path, ort_target, kwargs, messa
     kwargs = dict(kwargs, target=ort_target if kwargs["target"] == "ORT" else kwargs["target"])
     with pytest.raises(InputError) as info:
         convert(model="mobilenet_v3_small", width=0.75, resolution=96, out=tmp_path / "o", calib_size=4,
-                progress=said.append, **kwargs)
+                progress=said.append, **kwargs, weights="random")
     assert message in str(info.value)
     assert not [s for s in said if "calibration" in s or "converting" in s or "int8 weights" in s]
     assert not (tmp_path / "o").exists()
@@ -347,14 +348,14 @@ def test_options_are_checked_before_any_work(tmp_path, ort_target, kwargs, messa
 
 def test_a_rebuild_removes_the_previous_builds_bench_chart(tmp_path, ort_target):
     out = tmp_path / "o"
-    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4)
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, weights="random")
     (out / "bench.png").write_bytes(b"chart of model_fp32.onnx and model_int8.onnx")
     with pytest.raises(InputError):  # a failed build publishes nothing: the chart still fits
-        convert(ort_target, "mobilenet_v3_small", out=out, weight_rounding="exact")
+        convert(ort_target, "mobilenet_v3_small", out=out, weight_rounding="exact", weights="random")
     assert (out / "bench.png").exists()
     said = []
     convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4,
-            precision="fp32", progress=said.append)
+            precision="fp32", progress=said.append, weights="random")
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model_fp32.onnx"]
     assert any("bench.png: it charts the previous build" in s for s in said)
 
@@ -377,7 +378,7 @@ def test_staging_folders_of_dead_runs_are_removed(tmp_path, ort_target):
     for folder in (dead, live, other_host):
         folder.mkdir()
         (folder / "model_fp32.onnx").write_bytes(b"x" * 1000)
-    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, precision="fp32")
+    convert(ort_target, "mobilenet_v3_small", width=0.75, resolution=96, out=out, calib_size=4, precision="fp32", weights="random")
     assert not dead.exists() and live.exists() and other_host.exists()
 
 
@@ -389,7 +390,8 @@ def test_sigterm_mid_convert_leaves_no_staging_and_the_previous_build(tmp_path, 
     import time
 
     out = tmp_path / "o"
-    small = ["--model", "mobilenet_v3_small", "--width", "0.75", "--resolution", "96", "--calib-size", "4"]
+    small = ["--model", "mobilenet_v3_small", "--weights", "random", "--width", "0.75", "--resolution", "96",
+             "--calib-size", "4"]
     first = run("convert", "-b", backend, *small, "--out", str(out))
     assert first.returncode == 0, first.stderr
     before = _folder_state(out)

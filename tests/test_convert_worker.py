@@ -30,7 +30,7 @@ def target(tmp_path):
 
 
 def small():
-    return load_model("mobilenet_v2", width=0.35, resolution=96)
+    return load_model("mobilenet_v2", width=0.35, resolution=96, weights="random")
 
 
 def build(target, out, **kwargs):

@@ -266,8 +266,9 @@ def test_bad_input(assets, capsys, args, message):
 def test_missing_model(capsys):
     code, _, err = cli_inprocess(capsys, "no-such-folder", "--headless")
     assert code == 2 and "not found: no-such-folder" in err
-    code, _, err = cli_inprocess(capsys, "mobilenet_v2", "--headless")
-    assert code == 2 and "--weights" in err
+    # a model name runs its built-in ImageNet weights; one without any says what to pass
+    code, _, err = cli_inprocess(capsys, "mobilenet_v3_large", "--headless")
+    assert code == 2 and "no built-in weights for mobilenet_v3_large; pass --weights" in err
 
 
 def _corrupt_frames(src: Path, dst: Path, frames: list[int]) -> None:

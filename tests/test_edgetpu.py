@@ -112,7 +112,7 @@ def write_fake_compiler(folder: Path, body: str) -> Path:
 
 @pytest.fixture(scope="module")
 def small():
-    return ModelSource.from_module(load_model("mobilenet_v2", width=0.35, resolution=96))
+    return ModelSource.from_module(load_model("mobilenet_v2", width=0.35, resolution=96, weights="random"))
 
 
 @pytest.fixture(scope="module")

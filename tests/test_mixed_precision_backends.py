@@ -23,7 +23,7 @@ FLOAT_LAYER = "features.1"  # MobileNetV2's first inverted residual: depthwise +
 @pytest.fixture(scope="module")
 def source():
     """MobileNetV2 0.35 at 96x96, as in the TFLite tests: cheap, and every op kind of the full model."""
-    return ModelSource.from_module(load_model("mobilenet_v2", width=0.35, resolution=96))
+    return ModelSource.from_module(load_model("mobilenet_v2", width=0.35, resolution=96, weights="random"))
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def source():  # what conftest's calibration fixture builds on
     from edgekit.models.loading import load_model
     from edgekit.source import ModelSource
 
-    return ModelSource.from_module(load_model("mobilenet_v3_small", width=0.75, resolution=128))
+    return ModelSource.from_module(load_model("mobilenet_v3_small", width=0.75, resolution=128, weights="random"))
 
 
 def test_onnxruntime_ranges_are_the_exact_tails_of_every_calibrated_tensor(tmp_path, source, calibration):

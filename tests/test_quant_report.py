@@ -33,7 +33,7 @@ def test_layer_names_from_onnx_scopes():
 
 @pytest.fixture(scope="module")
 def source():
-    model = load_model("mobilenet_v2", width=0.5, resolution=96)
+    model = load_model("mobilenet_v2", width=0.5, resolution=96, weights="random")
     randomize_statistics(model, seed=0)
     return ModelSource.from_module(model)
 
@@ -199,7 +199,7 @@ def _cli(*args: str):
 def test_quant_report_and_budget_commands(tmp_path):
     import json
 
-    small = ["--model", "mobilenet_v2", "--width", "0.35", "--resolution", "96"]
+    small = ["--model", "mobilenet_v2", "--weights", "random", "--width", "0.35", "--resolution", "96"]
     out = _cli("quant-report", *small, "--calib-size", "8", "-n", "4", "--top", "5",
                "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
@@ -234,7 +234,7 @@ def test_a_missed_budget_fails_the_check(tmp_path, monkeypatch):
         return artifact
 
     monkeypatch.setattr(convert_module, "_within_budget", unmet)
-    model = load_model("mobilenet_v2", width=0.35, resolution=96)
+    model = load_model("mobilenet_v2", width=0.35, resolution=96, weights="random")
     with pytest.raises(ParityError, match=r"accuracy budget not met: top-1 disagreement 4.0 > 1 points"):
         convert_module.convert("x86", model, backend="onnxruntime", precision="int8", calib_size=4,
                                max_accuracy_drop=1.0, out=tmp_path)
@@ -252,7 +252,7 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
     return exited.value.code, out.out, out.err
 
 
-SMALL = ("--model", "mobilenet_v2", "--width", "0.35", "--resolution", "96")
+SMALL = ("--model", "mobilenet_v2", "--weights", "random", "--width", "0.35", "--resolution", "96")
 
 
 def test_quant_report_on_a_build_compares_on_its_calibration_images(tmp_path, capsys):
@@ -270,7 +270,7 @@ def test_quant_report_on_a_build_compares_on_its_calibration_images(tmp_path, ca
         shutil.copy(photo, calib / photo.name)
     build = tmp_path / "build"
     convert("x86", "mobilenet_v2", width=0.35, resolution=96, backend="onnxruntime", calib=calib,
-            calib_size=6, out=build, check=False)
+            calib_size=6, out=build, check=False, weights="random")
     code, out, err = _run(capsys, "quant-report", str(build), "-n", "4", "--top", "3",
                           "--json", str(tmp_path / "r.json"))
     assert code == 0, err

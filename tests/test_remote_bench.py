@@ -109,7 +109,7 @@ def _fp32_artifact(tmp: Path, backend: str) -> Path:
         "name": "tiny", "description": "d", "cpu": {"arch": "x86_64", "cores": 2},
         "builds": [{"backend": backend, "precisions": ["fp32"], "why": "test"}]}))
     manifest = convert(str(target), "mobilenet_v3_small", width=0.35, resolution=64, out=tmp / "out",
-                       calib_size=2)
+                       calib_size=2, weights="random")
     return tmp / "out" / manifest.artifacts[0].path
 
 

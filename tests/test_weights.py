@@ -13,7 +13,7 @@ from edgekit.preprocessing import Preprocessing
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_checkpoint_round_trip(tmp_path, suffix):
-    model = load_model("mobilenet_v3_small", width=0.75, resolution=160)
+    model = load_model("mobilenet_v3_small", width=0.75, resolution=160, weights="random")
     model.meta = model.meta.with_(labels=tuple(f"class {i}" for i in range(1000)),
                                   preprocessing=Preprocessing.tensorflow(160))
     path = save_checkpoint(model, tmp_path / f"m{suffix}")
@@ -75,19 +75,20 @@ def test_imagenet_offline_message(tmp_path, monkeypatch):
 
 
 def test_imagenet_from_hub_cache(tmp_path, monkeypatch):
+    """A model without built-in weights: 'imagenet' is torchvision's checkpoint, from the hub cache."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("EDGEKIT_OFFLINE", "1")
-    src = create("mobilenet_v3_small")
+    src = create("mobilenet_v3_large")
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
-    torch.save(src.state_dict(), cache / TORCHVISION_WEIGHTS["mobilenet_v3_small"])
-    model = load_model("mobilenet_v3_small", "imagenet")
+    torch.save(src.state_dict(), cache / TORCHVISION_WEIGHTS["mobilenet_v3_large"])
+    model = load_model("mobilenet_v3_large", "imagenet")
     assert model.meta.weights == "imagenet"
     assert torch.equal(model.state_dict()["features.0.0.weight"], src.state_dict()["features.0.0.weight"])
 
 
 def test_random_weights_give_real_activations():
-    model = load_model("mobilenet_v2")
+    model = load_model("mobilenet_v2", weights="random")
     with torch.no_grad():
         out = model(torch.randn(2, 3, 224, 224))
     assert out.abs().max() > 1e-2  # not the ~1e-11 of a fresh init: parity checks mean something

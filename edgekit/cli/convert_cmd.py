@@ -24,8 +24,10 @@ CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
               help="Model name (default mobilenet_v2, or the checkpoint's), a .onnx file, or your "
                    "own PyTorch classifier as FILE.py:FUNCTION (FUNCTION() returns the nn.Module).")
 @click.option("--weights", "-w", default=None,
-              help="'imagenet', an edgekit checkpoint or a torchvision-format state_dict; with "
-                   "FILE.py:FUNCTION, a state_dict for that model.")
+              help="An edgekit checkpoint, a torchvision-format state_dict, 'imagenet' (built-in, "
+                   "else torchvision's) or 'random' (seeded, accuracy meaningless); with "
+                   "FILE.py:FUNCTION, a state_dict for that model. [default: the built-in ImageNet "
+                   "weights: mobilenet_v1 0.25/0.5/0.75, mobilenet_v2 1.0, mobilenet_v3_small 1.0]")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Class names, one per line in output order (for a model that records none).")
 @width_option

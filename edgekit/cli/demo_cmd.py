@@ -24,7 +24,8 @@ class DemoFailed(EdgekitError):
 @click.command("demo")
 @click.argument("path", required=False)
 @click.option("--weights", default=None,
-              help="With a model name as PATH: a checkpoint or 'imagenet' (runs in PyTorch).")
+              help="With a model name as PATH: a checkpoint, 'imagenet' or 'random' (runs in PyTorch) "
+                   "[default: the model's built-in ImageNet weights].")
 @click.option("--source", default="0", show_default=True,
               help="Camera index, /dev/videoN, stream URL (rtsp://...), video file or image folder.")
 @click.option("--topk", type=click.IntRange(min=1), default=5, show_default=True,
@@ -54,7 +55,7 @@ def command(path, weights, source, topk, threads, headless, output, jsonl, json_
             realtime, snapshot_dir, backend, precision, no_verify) -> None:
     """Classify frames live: PATH is an artifact (.tflite/.onnx/.xml beside its manifest.json), a
     convert output folder (the fastest artifact this host can run is picked), a checkpoint
-    (.pth/.safetensors), or a model name with --weights.
+    (.pth/.safetensors), or a model name (its built-in ImageNet weights, or --weights).
 
     With a display: a window (q/Esc quit, space pause, s snapshot). Without one, or with
     --headless: record with --output/--jsonl, stop with Ctrl-C. A summary (FPS, inference

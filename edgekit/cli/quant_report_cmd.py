@@ -29,7 +29,7 @@ MODEL_ONLY = ("model", "weights", "width", "resolution", "target", "calib", "cal
 @click.command("quant-report")
 @click.argument("build", required=False, type=click.Path(path_type=Path))
 @click.option("--model", "-m", default=None, help="Model name or .onnx file (without BUILD).")
-@click.option("--weights", "-w", default=None, help="Checkpoint (without BUILD).")
+@click.option("--weights", "-w", default=None, help="Checkpoint, 'imagenet' or 'random' (without BUILD) [default: built-in ImageNet weights].")
 @width_option
 @resolution_option
 @click.option("--target", "-t", default=DEFAULT_TARGET, show_default=True,
@@ -227,7 +227,7 @@ def _report_on_model(model, weights, width, resolution, target, calib, calib_siz
     settings = _settings(spec, method)
     notes = [settings_note] if settings_note else []
     if source.meta.weights == "random":
-        notes.append("no --weights given: seeded random weights; the figures say nothing about a trained model")
+        notes.append("--weights random: seeded random weights; the figures say nothing about a trained model")
     for note in notes:
         say(f"note: {note}")
     if source.module is not None:

@@ -112,9 +112,8 @@ def check_model(path: str | Path | None, weights: str | None = None) -> None:
     if not path.exists():
         from ..models import list_models
 
-        if str(path) in list_models():
-            raise InputError(f"{path} is a model name: give its weights with --weights "
-                             "(a checkpoint, or 'imagenet')")
+        if str(path) in list_models():  # its built-in weights, or what to pass instead
+            return _torch_classifier(str(path), None, threads)
         raise InputError(f"not found: {path} (expected an artifact, a convert folder, a checkpoint "
                          "or a model name with --weights)")
     raise InputError(f"cannot run {path.name}: expected .tflite/.onnx/.xml with a manifest.json "
@@ -143,13 +142,13 @@ def _meta(manifest: Manifest) -> ModelMeta:
     return manifest.model_meta()
 
 
-def _torch_classifier(model: str | None, weights: str, threads: int | None) -> Classifier:
+def _torch_classifier(model: str | None, weights: str | None, threads: int | None) -> Classifier:
     from ..models.loading import load_model
 
     net = load_model(model, weights)
     m = net.meta
     session = TorchSession(net, threads)
-    return Classifier(session, "pytorch", "fp32", Path(weights), m.preprocessing,
+    return Classifier(session, "pytorch", "fp32", Path(weights or m.weights), m.preprocessing,
                       list(m.labels) if m.labels else None, m.num_classes, threads)
 
 

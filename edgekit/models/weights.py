@@ -157,6 +157,12 @@ def resolve_imagenet(arch: str) -> Path:
     except (urllib.error.URLError, OSError):
         raise InputError(offline_msg) from None
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as tmp:
-        torch.hub.download_url_to_file(url, str(tmp), progress=True)
+    # torchvision names each file after the first hex digits of its sha256
+    hash_prefix = Path(filename).stem.rsplit("-", 1)[-1]
+    try:
+        with atomic_path(target) as tmp:
+            torch.hub.download_url_to_file(url, str(tmp), hash_prefix=hash_prefix, progress=True)
+    except RuntimeError as exc:  # torch's "invalid hash value": nothing is kept
+        raise InputError(f"downloaded {filename} fails its checksum ({_first_sentence(exc)}); "
+                         f"try again, or place the file in {target.parent}/") from None
     return target
