@@ -256,11 +256,11 @@ def _percentile_observer():
     import torch
     from torchao.quantization.pt2e.observer import MinMaxObserver
 
-    from ..percentiles import TailPercentiles
+    from ..quant.percentiles import TailPercentiles
 
     class PercentileObserver(MinMaxObserver):
         """Range = the exact [100 - p, p] percentiles of every value observed over the
-        ``images`` calibration images (dim 0 of each call), kept in one pass (percentiles.py).
+        ``images`` calibration images (dim 0 of each call), kept in one pass (quant/percentiles.py).
         torchao's HistogramObserver, which this replaced, spent ~10 s of MobileNetV2's 200-image
         calibration re-binning histograms."""
 
