@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration import CalibrationSet
-from ..errors import InputError
+from ..errors import ConversionError, EdgekitError, InputError, first_line
 from ..fileio import atomic_path
 from ..source import ModelSource
 from .layer_names import onnx_layers, select
@@ -40,7 +40,7 @@ class OrtSession(Session):
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise InputError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+            raise InputError(f"ONNX Runtime cannot load {path}: {first_line(exc)}") from exc
         inp = self.session.get_inputs()[0]
         shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
         layout = "NHWC" if len(shape) == 4 and shape[-1] == 3 and shape[1] != 3 else "NCHW"
@@ -98,7 +98,12 @@ class OnnxRuntimeBackend(Backend):
         elif precision == "int8":
             if calibration is None:
                 raise InputError("int8 conversion needs calibration images")
-            details = self._quantize(source, calibration, out, options)
+            try:
+                details = self._quantize(source, calibration, out, options)
+            except EdgekitError:
+                raise
+            except Exception as exc:  # quantize_static / calibrator errors: one line for the user
+                raise ConversionError(self.name, source.name, precision, exc) from exc
         else:
             raise InputError(f"{self.name} does not build {precision} (choose from {', '.join(self.precisions)})")
         session = self.load(out)
