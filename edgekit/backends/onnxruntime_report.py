@@ -7,7 +7,6 @@ quant/report.py.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
