@@ -207,23 +207,23 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             worker.start({job.build.backend for job in offload})
             validation = _validation(source, calibration, val, val_size)
             check_agreement = _agreement_checked(source, validation, notices, say)
-            rounding = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
+            prepared = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
             if max_accuracy_drop is not None:
                 metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
                 say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
                     f"images from {validation.source}")
-            pending = {job: _submit(worker, job, profile, source, rounding, calibration, staging, say,
+            pending = {job: _submit(worker, job, profile, source, prepared, calibration, staging, say,
                                     tuple(float_layers)) for job in offload}
             pending = {job: future for job, future in pending.items() if future is not None}
 
             manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
-                                calibration=_calibration_record(calibration, jobs, rounding),
+                                calibration=_calibration_record(calibration, jobs, prepared),
                                 parity_images={"source": validation.source, "n_images": len(validation.images),
                                                "labelled": validation.targets is not None,
                                                "agreement_enforced": check_agreement})
             records = {}
             for job in [j for j in jobs if j not in pending] + list(pending):
-                records[job] = _build_one(job, profile, source, rounding, calibration, validation, staging,
+                records[job] = _build_one(job, profile, source, prepared, calibration, validation, staging,
                                           check_agreement=check_agreement, say=say,
                                           budget=max_accuracy_drop, float_layers=tuple(float_layers),
                                           max_float=max_float_layers, built=pending.get(job))
@@ -337,13 +337,13 @@ def _int8_weights(source: ModelSource, calibration: CalibrationSet, jobs: list[J
 
 
 def _calibration_record(calibration: CalibrationSet, jobs: list[Job],
-                        rounding: PreparedInt8 | None = None) -> dict | None:
+                        prepared: PreparedInt8) -> dict | None:
     """The calibration as the manifest records it, with the method each int8 build used."""
     backends = list(dict.fromkeys(j.build.backend for j in jobs if j.precision == "int8"))
     if not backends:
         return None
     record = calibration.to_dict()
-    record["weight_rounding"] = rounding.to_dict() if rounding else {"method": "nearest"}
+    record["weight_rounding"] = prepared.to_dict()
     if calibration.method == BACKEND_DEFAULT:
         methods = {b: get_backend(b).default_calibration_method for b in backends}
         record["method"] = next(iter(methods.values())) if len(set(methods.values())) == 1 else methods
@@ -411,25 +411,25 @@ def _setup(job: Job, profile: TargetProfile, calibration: CalibrationSet, out_di
     return JobSetup(backend, calibration, options, out_dir / backend.filename(ARTIFACT_STEM, job.precision))
 
 
-def _built_from(job: Job, setup: JobSetup, source: ModelSource, rounding: PreparedInt8) -> ModelSource:
+def _built_from(job: Job, setup: JobSetup, source: ModelSource, prepared: PreparedInt8) -> ModelSource:
     if job.precision != "int8":
         return source
-    return rounding.for_backend(setup.backend, setup.calibration, setup.options.float_layers)
+    return prepared.for_backend(setup.backend, setup.calibration, setup.options.float_layers)
 
 
 def _submit(worker: ConvertWorker, job: Job, profile: TargetProfile, source: ModelSource,
-            rounding: PreparedInt8, calibration: CalibrationSet, out_dir: Path, say: Progress,
+            prepared: PreparedInt8, calibration: CalibrationSet, out_dir: Path, say: Progress,
             float_layers: tuple[str, ...] = ()) -> Future | None:
     setup = _setup(job, profile, calibration, out_dir, float_layers)
     int8 = job.precision == "int8"
-    future = worker.submit(setup.backend.name, _built_from(job, setup, source, rounding), job.precision,
+    future = worker.submit(setup.backend.name, _built_from(job, setup, source, prepared), job.precision,
                            setup.calibration if int8 else None, setup.path, setup.options)
     if future is not None:
         say(f"{job.label}: converting in a worker process -> {setup.path.name}")
     return future
 
 
-def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: PreparedInt8,
+def _build_one(job: Job, profile: TargetProfile, source: ModelSource, prepared: PreparedInt8,
                calibration: CalibrationSet,
                validation: Validation, out_dir: Path, check_agreement: bool, say: Progress,
                budget: float | None = None, float_layers: tuple[str, ...] = (),
@@ -451,10 +451,10 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: 
             say(f"{job.label}: converting -> {path.name}")
         start = time.perf_counter()
         if int8 and budget is not None and backend.mixed_precision:
-            artifact = _within_budget(backend, source, rounding, calibration, validation, options, path,
+            artifact = _within_budget(backend, source, prepared, calibration, validation, options, path,
                                       budget, max_float, lambda m: say(f"{job.label}: {m}"))
         else:
-            artifact = backend.convert(_built_from(job, setup, source, rounding), job.precision,
+            artifact = backend.convert(_built_from(job, setup, source, prepared), job.precision,
                                        calibration if int8 else None, path, options)
         seconds = time.perf_counter() - start
     if artifact.details.get("notice"):
@@ -483,7 +483,7 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: 
         convert_seconds=round(seconds, 2), details=artifact.details)
 
 
-def _within_budget(backend: Backend, source: ModelSource, rounding: PreparedInt8,
+def _within_budget(backend: Backend, source: ModelSource, prepared: PreparedInt8,
                    calibration: CalibrationSet, validation: Validation, options: ConvertOptions,
                    path: Path, budget: float, max_float: int | None, say: Progress) -> Artifact:
     """Build int8, and when it misses ``budget`` keep the layers the report ranks worst in float
@@ -494,7 +494,7 @@ def _within_budget(backend: Backend, source: ModelSource, rounding: PreparedInt8
         def build(layers: tuple[str, ...]):
             name = f"{len(layers)}-{path.name}"
             tried = replace(options, float_layers=tuple(options.float_layers) + layers)
-            artifact = backend.convert(rounding.for_backend(backend, calibration, tried.float_layers), "int8",
+            artifact = backend.convert(prepared.for_backend(backend, calibration, tried.float_layers), "int8",
                                        calibration, Path(scratch) / name, tried)
             logits = backend.load(artifact).run(validation.images)
             return artifact, evaluate(logits, validation.reference, validation.targets)
@@ -505,8 +505,8 @@ def _within_budget(backend: Backend, source: ModelSource, rounding: PreparedInt8
         if first[1].drop_points > budget:
             say(f"per-layer report on {REPORT_IMAGES} calibration images...")
             # compared with the float model, not with the bias-corrected weights for_backend gives
-            report = simulated_report(rounding.for_backend(backend, calibration), calibration, options,
-                                      calibration.images[:REPORT_IMAGES], reference=rounding.reference)
+            report = simulated_report(prepared.for_backend(backend, calibration), calibration, options,
+                                      calibration.images[:REPORT_IMAGES], reference=prepared.reference)
             ranked = [e for e in report.ranked() if e.layer not in options.float_layers]
             ranking = [e.layer for e in ranked]
             details = [{"layer": e.layer, "alone_sqnr_db": e.alone_sqnr_db, "added_noise": e.added_noise,
