@@ -16,30 +16,27 @@ from torch import nn
 
 from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend, list_backends
 from .calibration import CalibrationSet, load_calibration
-from .choices import DEFAULT_CALIB_SIZE
+from .choices import DEFAULT_CALIB_SIZE, ROUNDINGS
 from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
 from .errors import EdgekitError, InputError, ParityError, unknown
 from .fileio import cleanup_on_sigterm, publish, staged_folder
 from .manifest import CHECKPOINT_SHA256, MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
-from .mixed_precision import evaluate, fit_budget, quick_latency
 from .models.loading import load_model
 from .models.meta import ModelMeta
 from .parity import Tolerance, compare
 from .source import ModelSource
 from .targets import BuildSpec, TargetProfile, load_target
 from .user_model import is_module_spec, load_module_spec, load_weights
-from .int8_weights import ROUNDINGS, Int8Weights, round_weights
+from .quant import PreparedInt8, prepare_int8
+from .quant.mixed_precision import evaluate, fit_budget, quick_latency
+from .quant.report import simulated_report
 
 ARTIFACT_STEM = "model"
 MIN_AGREEMENT_IMAGES = 50  # fewer parity images: top-1 agreement is too coarse to enforce
 
 BACKEND_DEFAULT = "default"  # calibration method: each backend's default_calibration_method
 REPORT_IMAGES = 32  # images the per-layer report runs on when mixed precision needs a ranking
-# Images the optimal weight rounding estimates layer inputs from: on imported MobileNetV2 (ONNX
-# Runtime, 500 photos) 32, 64, 128 and 200 images gave 98.4, 98.4, 97.8, 98.0% agreement; 64
-# takes 6 s of the 21 s that 200 take.
-ROUNDING_IMAGES = 64
 # `edgekit bench DIR` draws its results there: it shows the artifacts of the build it measured
 BENCH_CHART = "bench.png"
 
@@ -162,7 +159,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     ``weight_rounding``: "optimal" rounds int8 weights for least layer output error on the
     calibration images, once for every backend; "nearest" as the backends would.
     ``bias_correction``: correct each layer's bias for the output shift int8 causes (for the
-    backends that do not do it themselves). Both: int8_weights.py.
+    backends that do not do it themselves). Both: the int8 recipe, quant/__init__.py.
     ``normalisation``: the input value range, when the model does not record the right one;
     ``labels``: its class names, likewise.
     ``parallel``: convert the backends that are single-threaded Python work in a worker process
@@ -176,8 +173,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
         get_backend(job.build.backend).require()
     # everything else checkable before the first expensive step, too
     _check_calibration_method(jobs, calib_method)
-    if weight_rounding not in ROUNDINGS:
-        raise InputError(f"unknown weight rounding '{weight_rounding}' (choose from {', '.join(ROUNDINGS)})")
+    _check_rounding(weight_rounding)
     if val is not None and not Path(val).exists():
         raise InputError(f"validation images not found: {val}")
     out_dir = Path(out) if out is not None else Path("build") / profile.name
@@ -214,23 +210,23 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             worker.start({job.build.backend for job in offload})
             validation = _validation(source, calibration, val, val_size)
             check_agreement = _agreement_checked(source, validation, notices, say)
-            rounding = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
+            prepared = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
             if max_accuracy_drop is not None:
                 metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
                 say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
                     f"images from {validation.source}")
-            pending = {job: _submit(worker, job, profile, source, rounding, calibration, staging, say,
+            pending = {job: _submit(worker, job, profile, source, prepared, calibration, staging, say,
                                     tuple(float_layers)) for job in offload}
             pending = {job: future for job, future in pending.items() if future is not None}
 
             manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
-                                calibration=_calibration_record(calibration, jobs, rounding),
+                                calibration=_calibration_record(calibration, jobs, prepared),
                                 parity_images={"source": validation.source, "n_images": len(validation.images),
                                                "labelled": validation.targets is not None,
                                                "agreement_enforced": check_agreement})
             records = {}
             for job in [j for j in jobs if j not in pending] + list(pending):
-                records[job] = _build_one(job, profile, source, rounding, calibration, validation, staging,
+                records[job] = _build_one(job, profile, source, prepared, calibration, validation, staging,
                                           check_agreement=check_agreement, say=say,
                                           budget=max_accuracy_drop, float_layers=tuple(float_layers),
                                           max_float=max_float_layers, built=pending.get(job))
@@ -325,44 +321,32 @@ def _publish(manifest: Manifest, staging: Path, out_dir: Path, say: Progress) ->
     manifest.folder = out_dir
 
 
+def _check_rounding(rounding: str) -> None:
+    if rounding not in ROUNDINGS:
+        raise InputError(f"unknown weight rounding '{rounding}' (choose from {', '.join(ROUNDINGS)})")
+
+
 def _int8_weights(source: ModelSource, calibration: CalibrationSet, jobs: list[Job], rounding: str,
-                  bias_correction: bool, notices: list[str], say: Progress) -> Int8Weights | None:
+                  bias_correction: bool, notices: list[str], say: Progress) -> PreparedInt8:
+    """The int8 recipe (quant.prepare_int8) for the int8 builds, with a notice when it cannot apply."""
     if (rounding == "nearest" and not bias_correction) or not any(j.precision == "int8" for j in jobs):
-        return None
+        return PreparedInt8(source)
     if source.module is None:
         notices.append("int8 weights of an ONNX model are rounded to nearest by each backend, "
                        "without bias correction (both need the PyTorch model)")
         say(f"notice: {notices[-1]}")
-        return None
-    images = calibration.images[:ROUNDING_IMAGES]
-    say(f"int8 weights: {rounding} rounding on {len(images)} calibration images...")
-    result = round_weights(source.module, images, rounding)
-    say(f"int8 weights: {result.layers} layers, output error {result.nearest_error:.2e} (nearest) -> "
-        f"{result.optimised_error:.2e} in {result.seconds:.1f} s")
-    return replace(result, bias_correction=bias_correction)
-
-
-def _int8_source(source: ModelSource, int8: Int8Weights | None, backend: Backend,
-                 calibration: CalibrationSet, float_layers: tuple[str, ...] = ()) -> ModelSource:
-    """What an int8 build converts: the prepared weights (int8_weights.py), bias-corrected for
-    ``calibration``'s method unless the backend corrects its own."""
-    if int8 is None:
-        return source
-    if int8.bias_correction and not backend.corrects_bias:
-        module = int8.bias_corrected(calibration.method, calibration.options, float_layers)
-    else:
-        module = int8.keeping_float(float_layers)
-    return ModelSource(meta=source.meta, module=module)
+        return PreparedInt8(source)
+    return prepare_int8(source, calibration, rounding, bias_correction, progress=say)
 
 
 def _calibration_record(calibration: CalibrationSet, jobs: list[Job],
-                        rounding: Int8Weights | None = None) -> dict | None:
+                        prepared: PreparedInt8) -> dict | None:
     """The calibration as the manifest records it, with the method each int8 build used."""
     backends = list(dict.fromkeys(j.build.backend for j in jobs if j.precision == "int8"))
     if not backends:
         return None
     record = calibration.to_dict()
-    record["weight_rounding"] = rounding.to_dict() if rounding else {"method": "nearest"}
+    record["weight_rounding"] = prepared.to_dict()
     if calibration.method == BACKEND_DEFAULT:
         methods = {b: get_backend(b).default_calibration_method for b in backends}
         record["method"] = next(iter(methods.values())) if len(set(methods.values())) == 1 else methods
@@ -430,25 +414,25 @@ def _setup(job: Job, profile: TargetProfile, calibration: CalibrationSet, out_di
     return JobSetup(backend, calibration, options, out_dir / backend.filename(ARTIFACT_STEM, job.precision))
 
 
-def _built_from(job: Job, setup: JobSetup, source: ModelSource, rounding: Int8Weights | None) -> ModelSource:
+def _built_from(job: Job, setup: JobSetup, source: ModelSource, prepared: PreparedInt8) -> ModelSource:
     if job.precision != "int8":
         return source
-    return _int8_source(source, rounding, setup.backend, setup.calibration, setup.options.float_layers)
+    return prepared.for_backend(setup.backend, setup.calibration, setup.options.float_layers)
 
 
 def _submit(worker: ConvertWorker, job: Job, profile: TargetProfile, source: ModelSource,
-            rounding: Int8Weights | None, calibration: CalibrationSet, out_dir: Path, say: Progress,
+            prepared: PreparedInt8, calibration: CalibrationSet, out_dir: Path, say: Progress,
             float_layers: tuple[str, ...] = ()) -> Future | None:
     setup = _setup(job, profile, calibration, out_dir, float_layers)
     int8 = job.precision == "int8"
-    future = worker.submit(setup.backend.name, _built_from(job, setup, source, rounding), job.precision,
+    future = worker.submit(setup.backend.name, _built_from(job, setup, source, prepared), job.precision,
                            setup.calibration if int8 else None, setup.path, setup.options)
     if future is not None:
         say(f"{job.label}: converting in a worker process -> {setup.path.name}")
     return future
 
 
-def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: Int8Weights | None,
+def _build_one(job: Job, profile: TargetProfile, source: ModelSource, prepared: PreparedInt8,
                calibration: CalibrationSet,
                validation: Validation, out_dir: Path, check_agreement: bool, say: Progress,
                budget: float | None = None, float_layers: tuple[str, ...] = (),
@@ -470,10 +454,10 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: 
             say(f"{job.label}: converting -> {path.name}")
         start = time.perf_counter()
         if int8 and budget is not None and backend.mixed_precision:
-            artifact = _within_budget(backend, source, rounding, calibration, validation, options, path,
+            artifact = _within_budget(backend, source, prepared, calibration, validation, options, path,
                                       budget, max_float, lambda m: say(f"{job.label}: {m}"))
         else:
-            artifact = backend.convert(_built_from(job, setup, source, rounding), job.precision,
+            artifact = backend.convert(_built_from(job, setup, source, prepared), job.precision,
                                        calibration if int8 else None, path, options)
         seconds = time.perf_counter() - start
     if artifact.details.get("notice"):
@@ -502,21 +486,18 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, rounding: 
         convert_seconds=round(seconds, 2), details=artifact.details)
 
 
-def _within_budget(backend: Backend, source: ModelSource, rounding: Int8Weights | None,
+def _within_budget(backend: Backend, source: ModelSource, prepared: PreparedInt8,
                    calibration: CalibrationSet, validation: Validation, options: ConvertOptions,
                    path: Path, budget: float, max_float: int | None, say: Progress) -> Artifact:
     """Build int8, and when it misses ``budget`` keep the layers the report ranks worst in float
     (mixed_precision.fit_budget). Tries are built in a scratch folder; the chosen one is moved to
     ``path``. The choice and its cost (size, quick latency) go into the artifact's details."""
-    from .quant_report import simulated_report
-
     metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
     with tempfile.TemporaryDirectory(prefix=".edgekit-mixed-", dir=path.parent) as scratch:
         def build(layers: tuple[str, ...]):
             name = f"{len(layers)}-{path.name}"
             tried = replace(options, float_layers=tuple(options.float_layers) + layers)
-            artifact = backend.convert(_int8_source(source, rounding, backend, calibration,
-                                                    tried.float_layers), "int8",
+            artifact = backend.convert(prepared.for_backend(backend, calibration, tried.float_layers), "int8",
                                        calibration, Path(scratch) / name, tried)
             logits = backend.load(artifact).run(validation.images)
             return artifact, evaluate(logits, validation.reference, validation.targets)
@@ -526,10 +507,9 @@ def _within_budget(backend: Backend, source: ModelSource, rounding: Int8Weights 
         ranking, details = [], []
         if first[1].drop_points > budget:
             say(f"per-layer report on {REPORT_IMAGES} calibration images...")
-            # compared with the float model, not with the bias-corrected weights _int8_source gives
-            reference = ModelSource(meta=source.meta, module=rounding.folded) if rounding else None
-            report = simulated_report(_int8_source(source, rounding, backend, calibration), calibration, options,
-                                      calibration.images[:REPORT_IMAGES], reference=reference)
+            # compared with the float model, not with the bias-corrected weights for_backend gives
+            report = simulated_report(prepared.for_backend(backend, calibration), calibration, options,
+                                      calibration.images[:REPORT_IMAGES], reference=prepared.reference)
             ranked = [e for e in report.ranked() if e.layer not in options.float_layers]
             ranking = [e.layer for e in ranked]
             details = [{"layer": e.layer, "alone_sqnr_db": e.alone_sqnr_db, "added_noise": e.added_noise,

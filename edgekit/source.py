@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError, MissingDependencyError
+from .errors import InputError, MissingDependencyError, first_line
 from .models.meta import ModelMeta
 from .preprocessing import Preprocessing
 
@@ -58,7 +58,7 @@ class ModelSource:
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as exc:
-            raise InputError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0]}") from exc
+            raise InputError(f"cannot read ONNX model {path}: {first_line(exc)}") from exc
         inits = {i.name for i in model.graph.initializer}
         inputs = [i for i in model.graph.input if i.name not in inits]
         if len(inputs) != 1:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError, suggest, unknown
+from .errors import InputError, first_line, suggest, unknown
 from .limits import check_threads
 
 TARGETS_DIR = Path(__file__).resolve().parent / "data" / "targets"
@@ -206,7 +206,7 @@ def load_target(name_or_path: str) -> TargetProfile:
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise InputError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{source}: invalid YAML: {first_line(exc)}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{source}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:

@@ -174,7 +174,7 @@ def test_a_model_file_stays_in_this_process(net):
 def test_batchnorm_outside_a_sequential_is_folded(net):
     """ResNet-style ``self.bn(self.conv(x))``: folded on the fx graph, so int8 weights are rounded
     where the backends quantize them; same function, same module paths."""
-    from edgekit.int8_weights import round_weights
+    from edgekit.quant.weights import round_weights
     from edgekit.models.fold import fold_batchnorm
 
     model = _trained_like(load_module_spec(f"{net / 'net.py'}:build"))

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from edgekit.percentiles import TailPercentiles
+from edgekit.quant.percentiles import TailPercentiles
 
 
 @pytest.mark.parametrize("cut", [0.0, 5e-6, 1e-3, 0.05])

@@ -9,9 +9,10 @@ from edgekit.backends.layer_names import in_layers, layer_names, module_path
 from edgekit.backends.onnx_export import export_onnx
 from edgekit.backends.onnxruntime_backend import prepare_for_quantization
 from edgekit.errors import InputError
-from edgekit.mixed_precision import Evaluation, evaluate, fit_budget
+from edgekit.quant.mixed_precision import Evaluation, evaluate, fit_budget
 from edgekit.models.loading import load_model, randomize_statistics
-from edgekit.quant_report import RANKING, layers_of, onnx_report, prepared_report, simulated_report
+from edgekit.backends.onnxruntime_report import layers_of, onnx_report
+from edgekit.quant.report import RANKING, prepared_report, simulated_report
 from edgekit.source import ModelSource
 
 from conftest import shared_path
@@ -218,28 +219,25 @@ def test_quant_report_and_budget_commands(tmp_path):
     assert "Traceback" not in out.stderr and not (tmp_path / "bad" / "model_int8.onnx").exists()
 
 
-def test_a_missed_budget_fails_the_check(tmp_path, monkeypatch):
-    """convert writes the best try and the manifest, then fails naming the budget it missed."""
+def test_a_missed_budget_fails_the_check(tmp_path):
+    """convert writes the best try and the manifest, then fails naming the budget it missed: a
+    budget below zero points of disagreement, which no build can meet."""
     import json
 
     import edgekit.convert as convert_module
     from edgekit.errors import ParityError
-    from edgekit.mixed_precision import MixedPrecision, Trial
 
-    def unmet(backend, source, int8_weights, calibration, validation, options, path, budget, max_float, say):
-        artifact = backend.convert(source, "int8", calibration, path, options)
-        record = MixedPrecision(budget, "top-1 disagreement", [], met=False,
-                                trials=[Trial([], 6.0, 0.94, 1), Trial(["features.0"], 4.0, 0.96, 1)])
-        artifact.details["mixed_precision"] = record.to_dict()
-        return artifact
-
-    monkeypatch.setattr(convert_module, "_within_budget", unmet)
     model = load_model("mobilenet_v2", width=0.35, resolution=96, weights="random")
-    with pytest.raises(ParityError, match=r"accuracy budget not met: top-1 disagreement 4.0 > 1 points"):
+    with pytest.raises(ParityError, match=r"accuracy budget not met: top-1 disagreement \d+\.\d > -1 points "
+                                          r"with up to 1 layers float"):
         convert_module.convert("x86", model, backend="onnxruntime", precision="int8", calib_size=4,
-                               max_accuracy_drop=1.0, out=tmp_path)
+                               max_accuracy_drop=-1.0, max_float_layers=1, out=tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert not manifest["artifacts"][0]["parity_ok"] and (tmp_path / "model_int8.onnx").is_file()
+    record = manifest["artifacts"][0]
+    assert not record["parity_ok"] and (tmp_path / "model_int8.onnx").is_file()
+    mixed = record["details"]["mixed_precision"]
+    assert not mixed["met"] and [len(t["float_layers"]) for t in mixed["trials"]] == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model_int8.onnx"]
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -301,13 +299,13 @@ def test_quant_report_on_a_model_refuses_before_the_work_and_says_what_it_simula
                                                                                     monkeypatch):
     import json
 
-    import edgekit.cli.quant_report_cmd as cmd
+    import edgekit.quant.report as library
 
     def never(*_args, **_kwargs):
         raise AssertionError("quantized before refusing")
 
     with monkeypatch.context() as patched:
-        patched.setattr(cmd, "prepared_report", never, raising=False)
+        patched.setattr(library, "prepared_report", never)
         code, _, err = _run(capsys, "quant-report", *SMALL, "--target", "rpi9",
                             "--json", str(tmp_path / "made" / "r.json"))
         assert code == 2 and "unknown target 'rpi9'" in err and "quantizing" not in err
@@ -376,7 +374,7 @@ def test_native_hard_activations_compare_node_by_node_with_the_decomposed_export
     from edgekit.backends.onnx_export import export_onnx
     from edgekit.models import create
     from edgekit.models.loading import randomize_statistics
-    from edgekit.quant_report import decomposed_hard_activations
+    from edgekit.backends.onnxruntime_report import decomposed_hard_activations
     from edgekit.source import ModelSource
 
     model = create("mobilenet_v3_small", width=0.5, resolution=64)

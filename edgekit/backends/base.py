@@ -120,7 +120,7 @@ class Backend(ABC):
     base: ClassVar[str | None] = None  # e.g. edgetpu builds on tflite's int8 artifact
     mixed_precision: ClassVar[bool] = True  # can keep some layers float in an int8 build
     # Corrects the output bias its int8 quantization causes itself (NNCF's fast bias correction);
-    # the others get edgekit's (int8_weights.Int8Weights.bias_corrected).
+    # the others get edgekit's (quant.PreparedInt8.for_backend).
     corrects_bias: ClassVar[bool] = False
     # The calibration method int8 builds use unless one is asked for: the one that measured
     # best here (tools/calibration_table.py; see the README).
@@ -130,6 +130,21 @@ class Backend(ABC):
     # Conversion is single-threaded Python work: `edgekit convert` runs it in a worker process
     # beside the other builds (convert_worker.py).
     converts_in_python: ClassVar[bool] = False
+    # The per-layer int8 report (quant/report.py): the runtime's name when this backend can read
+    # every layer's tensors of its own fp32 and int8 artifacts (layer_report) and quantize any
+    # model to simulate another backend's int8 build (simulated_layer_report); None: it cannot.
+    layer_report_runtime: ClassVar[str | None] = None
+
+    def layer_report(self, float_path: Path, int8_path: Path, images: np.ndarray) -> "QuantReport":
+        """Compare this backend's fp32 and int8 artifacts layer by layer on ``images``."""
+        raise NotImplementedError(f"the {self.name} backend has no per-layer report")
+
+    def simulated_layer_report(self, source: "ModelSource", calibration: "CalibrationSet",
+                               options: ConvertOptions, images: np.ndarray,
+                               reference: "ModelSource | None" = None) -> "QuantReport":
+        """Quantize ``source`` with ``calibration`` and ``options``' int8 settings for this runtime
+        and compare it layer by layer with the float export of ``reference`` (default: source)."""
+        raise NotImplementedError(f"the {self.name} backend has no per-layer report")
 
     def require(self) -> None:
         for module in self.modules:

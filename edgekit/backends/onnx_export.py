@@ -6,7 +6,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from ..errors import EdgekitError, MissingDependencyError
+from ..errors import ConversionError, MissingDependencyError, first_line
 from ..fileio import atomic_path
 from ..source import ModelSource
 
@@ -45,12 +45,12 @@ def export_onnx(source: ModelSource, out: Path, native_hard_activations: bool = 
                                       input_names=["input"], output_names=["logits"],
                                       opset_version=OPSET, dynamo=False)
                 except Exception as exc:
-                    raise EdgekitError(f"ONNX export of {source.name} failed: "
-                                       f"{str(exc).splitlines()[0]}") from exc
+                    raise ConversionError("torch.onnx", source.name, "ONNX", exc) from exc
         try:
             onnx.checker.check_model(str(tmp))
         except Exception as exc:
-            raise EdgekitError(f"exported ONNX model is invalid: {str(exc).splitlines()[0]}") from exc
+            raise ConversionError("torch.onnx", source.name, "ONNX",
+                                  f"the exported model is invalid: {first_line(exc)}") from exc
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration import CalibrationSet
-from ..errors import InputError
+from ..errors import ConversionError, EdgekitError, InputError, first_line
 from ..fileio import atomic_path
 from ..source import ModelSource
 from .layer_names import onnx_layers, select
@@ -40,7 +40,7 @@ class OrtSession(Session):
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise InputError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+            raise InputError(f"ONNX Runtime cannot load {path}: {first_line(exc)}") from exc
         inp = self.session.get_inputs()[0]
         shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
         layout = "NHWC" if len(shape) == 4 and shape[-1] == 3 and shape[1] != 3 else "NCHW"
@@ -82,6 +82,7 @@ class OnnxRuntimeBackend(Backend):
     modules = ("onnx", "onnxruntime")
     description = "ONNX Runtime (CPU EP): ONNX fp32 and static QDQ int8, per-channel weights"
     accepts_onnx = True
+    layer_report_runtime = "ONNX Runtime"
 
     def runtime_info(self) -> RuntimeInfo:
         import onnxruntime as ort
@@ -97,7 +98,12 @@ class OnnxRuntimeBackend(Backend):
         elif precision == "int8":
             if calibration is None:
                 raise InputError("int8 conversion needs calibration images")
-            details = self._quantize(source, calibration, out, options)
+            try:
+                details = self._quantize(source, calibration, out, options)
+            except EdgekitError:
+                raise
+            except Exception as exc:  # quantize_static / calibrator errors: one line for the user
+                raise ConversionError(self.name, source.name, precision, exc) from exc
         else:
             raise InputError(f"{self.name} does not build {precision} (choose from {', '.join(self.precisions)})")
         session = self.load(out)
@@ -166,6 +172,32 @@ class OnnxRuntimeBackend(Backend):
         self.require()
         path = artifact.path if isinstance(artifact, Artifact) else Path(artifact)
         return OrtSession(path, threads)
+
+
+    def layer_report(self, float_path: Path, int8_path: Path, images: np.ndarray):
+        from .onnxruntime_report import onnx_report
+
+        return onnx_report(float_path, int8_path, images, backend=self.name)
+
+    def simulated_layer_report(self, source: ModelSource, calibration: CalibrationSet, options: ConvertOptions,
+                               images: np.ndarray, reference: ModelSource | None = None):
+        from .onnxruntime_report import onnx_report
+
+        notes = []
+        if calibration.method not in CALIBRATION_METHODS:
+            notes.append(f"ONNX Runtime has no '{calibration.method}' calibration; the layers were ranked "
+                         "with minmax")
+            calibration = replace(calibration, method="minmax")
+        ort_options = replace(options, io_dtype="float32", layout="NCHW",
+                              activation_type="uint8" if options.activation_type == "uint8" else "int8",
+                              weight_type="int8")
+        with tempfile.TemporaryDirectory(prefix="edgekit-report-") as tmp:
+            exported = export_onnx(reference if reference is not None else source, Path(tmp) / "float.onnx")
+            float_onnx = prepare_for_quantization(exported, Path(tmp) / "float_prep.onnx")
+            int8_onnx = self.convert(source, "int8", calibration, Path(tmp) / "int8.onnx", ort_options).path
+            report = onnx_report(float_onnx, int8_onnx, images, backend=f"{self.name} (QDQ simulation)")
+        report.notes.extend(notes)
+        return report
 
 
 def prepare_for_quantization(src: Path, dst: Path) -> Path:

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration import CalibrationSet
-from ..errors import EdgekitError, InputError, MissingDependencyError
+from ..errors import ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
 from ..source import ModelSource
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
@@ -155,7 +155,7 @@ class OpenVINOSession(Session):
         try:
             self._model = _core().read_model(str(self.path))
         except Exception as exc:
-            raise InputError(f"OpenVINO cannot read {self.path}: {str(exc).splitlines()[0]}") from exc
+            raise InputError(f"OpenVINO cannot read {self.path}: {first_line(exc)}") from exc
         self.config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -177,7 +177,7 @@ class OpenVINOSession(Session):
             return _core().compile_model(self._model, DEVICE, config)
         except Exception as exc:
             raise InputError(f"OpenVINO cannot compile {self.path.name} for {DEVICE} with {config}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+                             f"{first_line(exc)}") from exc
 
     def infer(self, native: np.ndarray) -> np.ndarray:
         return self._request.infer({0: native}, share_inputs=True)[0]  # outputs are copied
@@ -221,8 +221,7 @@ class OpenVINOBackend(Backend):
             try:
                 model = ov.convert_model(str(onnx_path))
             except Exception as exc:
-                raise EdgekitError(f"OpenVINO cannot convert {source.name}: "
-                                   f"{str(exc).splitlines()[0]}") from exc
+                raise ConversionError(self.name, source.name, precision, exc) from exc
             float_ops = _float_op_names(model, onnx_path, options.float_layers) \
                 if quantize is not None and options.float_layers else []
         details: dict[str, Any] = {}
@@ -279,7 +278,7 @@ def _save_atomic(model, out: Path, compress_to_fp16: bool) -> Path:
         os.replace(tmp_xml.with_suffix(".bin"), bin_path)
         os.replace(tmp_xml, out)
     except Exception as exc:
-        raise EdgekitError(f"cannot save the OpenVINO model to {out}: {str(exc).splitlines()[0]}") from exc
+        raise EdgekitError(f"cannot save the OpenVINO model to {out}: {first_line(exc)}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return bin_path
@@ -371,7 +370,7 @@ def _quantizer(source: ModelSource, calibration: CalibrationSet | None, options:
         except EdgekitError:
             raise
         except Exception as exc:
-            raise EdgekitError(f"NNCF quantization failed: {str(exc).splitlines()[0]}") from exc
+            raise ConversionError(OpenVINOBackend.name, source.name, "int8", f"NNCF: {first_line(exc)}") from exc
         finally:
             nncf.set_log_level(level)
         return quantized, details

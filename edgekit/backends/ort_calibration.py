@@ -52,7 +52,7 @@ def entropy_ranges(model: Path, reader, options: dict, scratch: Path) -> dict[st
 def percentile_ranges(model: Path, reader, options: dict, scratch: Path) -> dict[str, list[dict]]:
     """Percentile ranges of every tensor ONNX Runtime's own calibrator picks: the [100 - p, p]
     percentiles of its values over all images (as the TFLite backend and the bias correction
-    define them), computed exactly in one streamed pass (percentiles.py).
+    define them), computed exactly in one streamed pass (quant/percentiles.py).
 
     Not ONNX Runtime's Percentile calibrator: it keeps every activation of every image in memory
     (63 s for MobileNetV2 on 200 images here) and its asymmetric mode cuts a histogram of |x|.
@@ -62,7 +62,7 @@ def percentile_ranges(model: Path, reader, options: dict, scratch: Path) -> dict
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    from ..percentiles import TailPercentiles
+    from ..quant.percentiles import TailPercentiles
 
     percentile = float(options.get("percentile", 99.999))
     if not 50.0 < percentile <= 100.0:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..calibration import CalibrationSet
-from ..errors import EdgekitError, InputError, MissingDependencyError
+from ..errors import ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
 from ..fileio import atomic_path
 from ..quiet import native_output_silenced
 from ..source import FORWARD_BATCH, ModelSource
@@ -68,10 +68,6 @@ def _runtime_version(name: str) -> str:
         return "unknown"
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _make_interpreter(path: Path, threads: int | None = None, delegates: bool = True) -> Any:
     """An allocated interpreter. ``delegates=False`` keeps XNNPACK out so the real ops show."""
     _, api = interpreter_api()
@@ -87,7 +83,7 @@ def _make_interpreter(path: Path, threads: int | None = None, delegates: bool = 
     except (ValueError, RuntimeError) as exc:
         if EDGETPU_CUSTOM_OP in str(exc):
             return _edgetpu_interpreter(api, kwargs, path)
-        raise InputError(f"cannot load TFLite model {path}: {_first_line(exc)}") from exc
+        raise InputError(f"cannot load TFLite model {path}: {first_line(exc)}") from exc
     return interpreter
 
 
@@ -102,14 +98,14 @@ def _edgetpu_interpreter(api: Any, kwargs: dict[str, Any], path: Path) -> Any:
         raise InputError(
             f"{path.name} is compiled for the Edge TPU ({EDGETPU_CUSTOM_OP}) and needs the Edge TPU "
             f"runtime ({EDGETPU_LIBRARY}, Debian package libedgetpu1-std) and an attached Edge TPU; "
-            f"none is available here ({_first_line(exc)}). Run the uncompiled int8 .tflite on the "
+            f"none is available here ({first_line(exc)}). Run the uncompiled int8 .tflite on the "
             "CPU instead.") from exc
     kwargs = {k: v for k, v in kwargs.items() if k != "experimental_op_resolver_type"}
     try:
         interpreter = api.Interpreter(experimental_delegates=[delegate], **kwargs)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise InputError(f"cannot load Edge TPU model {path}: {_first_line(exc)}") from exc
+        raise InputError(f"cannot load Edge TPU model {path}: {first_line(exc)}") from exc
     return interpreter
 
 
@@ -256,11 +252,11 @@ def _percentile_observer():
     import torch
     from torchao.quantization.pt2e.observer import MinMaxObserver
 
-    from ..percentiles import TailPercentiles
+    from ..quant.percentiles import TailPercentiles
 
     class PercentileObserver(MinMaxObserver):
         """Range = the exact [100 - p, p] percentiles of every value observed over the
-        ``images`` calibration images (dim 0 of each call), kept in one pass (percentiles.py).
+        ``images`` calibration images (dim 0 of each call), kept in one pass (quant/percentiles.py).
         torchao's HistogramObserver, which this replaced, spent ~10 s of MobileNetV2's 200-image
         calibration re-binning histograms."""
 
@@ -862,11 +858,11 @@ class TFLiteBackend(Backend):
                                    weights="int8 per-channel symmetric", activations="int8 per-tensor")
                     if options.float_layers:
                         details["float_layers"] = list(options.float_layers)
-        except (InputError, MissingDependencyError):
+        except EdgekitError:
             raise
         except Exception as exc:  # torch.export / PT2E / MLIR errors: one line for the user
-            raise InputError(f"litert-torch could not convert {source.name} to {precision}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from exc
+            raise ConversionError(self.name, source.name, precision,
+                                  f"litert-torch: {type(exc).__name__}: {first_line(exc)}") from exc
         return bytes(data), details
 
     @staticmethod

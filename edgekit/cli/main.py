@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 # Before torch loads: its OpenMP threads then sleep rather than spin at barriers. Same speed
 # alone; beside `convert`'s worker process the weight rounding measured 18 s instead of 29 s.
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except EdgekitError as exc:
+        if os.environ.get("EDGEKIT_DEBUG") and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug, not a user mistake: one line unless debugging

@@ -10,13 +10,11 @@ import click
 from click.core import ParameterSource
 from rich.table import Table
 
-from ..backends.base import ConvertOptions, get_backend
-from ..calibration import load_calibration
-from ..errors import InputError
 from ..fileio import writable_folder, write_text_atomic
 from ..manifest import Manifest
-from ..quant_report import RANKING, QuantReport, onnx_report, prepared_report
-from ..targets import DEFAULT_TARGET, BuildSpec, TargetProfile, load_target
+from ..quant.report import (RANKING, QuantReport, UnsupportedMethod, calibration_text, report_on_build,
+                            report_on_model, simulation)
+from ..targets import DEFAULT_TARGET
 from .console import console as make_console
 from .convert_cmd import CALIB_METHODS
 from .options import resolution_option, width_option
@@ -106,147 +104,32 @@ def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
             if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)]
 
 
-def _calibration_text(record: dict | None) -> str:
-    if not record:
-        return ""
-    method = record.get("method")
-    method = ", ".join(f"{b} {m}" for b, m in method.items()) if isinstance(method, dict) else method
-    return f"{method} on {record.get('n_images')} images from {record.get('source')}"
-
-
 def _report_on_build(ctx: click.Context, folder: Path, images: Path | None, n_images: int,
                      say) -> QuantReport:
     given = _given(ctx, MODEL_ONLY)
     manifest = Manifest.read(folder)
     if given:
-        calibrated = _calibration_text(manifest.calibration)
+        calibrated = calibration_text(manifest.calibration)
         raise click.UsageError(
             f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a build folder: its "
             f"int8 artifact is quantized already" + (f" (calibrated with {calibrated})" if calibrated else "")
             + ". Compare on other images with --images DIR; to try other settings, report on the "
             "model: edgekit quant-report --weights CKPT --calib DIR --calib-method M")
-    by_precision = {r.precision: manifest.artifact_path(r) for r in manifest.artifacts
-                    if r.backend == "onnxruntime"}
-    if "int8" not in by_precision or "fp32" not in by_precision:
-        raise InputError(f"{folder} has no ONNX Runtime fp32 + int8 pair; report on the model "
-                         "instead: edgekit quant-report --weights CKPT --calib DIR")
-    pre = manifest.model_meta().preprocessing
-    notes = []
-    if images is not None:
-        probe = load_calibration(images, pre, n_images)
-        described = f"{len(probe)} images from {probe.source} (--images)"
-        probe_images = probe.images
-    else:
-        probe_images, described, notes = _build_images(manifest, pre, n_images)
-    for note in notes:  # a fallback is said before the work, not only after it
-        say(f"note: {note}")
-    say(f"comparing {by_precision['int8'].name} with {by_precision['fp32'].name} on {described}...")
-    report = onnx_report(by_precision["fp32"], by_precision["int8"], probe_images)
-    calibrated = _calibration_text(manifest.calibration)
-    report.subject = (f"build {folder} (target {manifest.target}, {by_precision['int8'].name}"
-                      + (f", calibrated with {calibrated}" if calibrated else "") + ")")
-    report.images = described
-    report.notes[:0] = notes
-    return report
-
-
-def _build_images(manifest: Manifest, pre, n_images: int):
-    """The first ``n_images`` of the images the build was calibrated on (the same seeded sample
-    convert took), when they are still there; else the bundled photos, with a note saying so."""
-    record = manifest.calibration or {}
-    source, count = record.get("source"), record.get("n_images")
-    notes = []
-    if not source:
-        reason = "the build's manifest records no calibration images"
-    elif not Path(source).is_dir():
-        reason = f"the images the build was calibrated on ({source}) are not there any more"
-    else:
-        size = count + int(record.get("skipped_unreadable") or 0) if isinstance(count, int) else None
-        try:
-            calibration = load_calibration(source, pre, size)
-        except InputError as exc:
-            reason = f"the images the build was calibrated on cannot be read ({exc})"
-        else:
-            if isinstance(count, int) and len(calibration) != count:
-                notes.append(f"{source} has changed since the build ({len(calibration)} usable images, "
-                             f"{count} when it was calibrated): the images compared on differ from its "
-                             "calibration sample")
-            n = min(n_images, len(calibration))
-            return (calibration.images[:n],
-                    f"{n} of the {len(calibration)} images the build was calibrated on ({source})", notes)
-    bundled = load_calibration(None, pre, n_images)
-    notes.append(f"{reason}: compared on {len(bundled)} bundled photos ({bundled.source}) instead; "
-                 "--images DIR chooses others")
-    return bundled.images, f"{len(bundled)} bundled photos ({bundled.source})", notes
-
-
-def _simulated_build(profile: TargetProfile) -> tuple[BuildSpec, str | None]:
-    """The target's build whose int8 settings the simulation uses, and a note when it is not an
-    ONNX Runtime one."""
-    builds = [b for b in profile.builds if "int8" in b.precisions]
-    if not builds:
-        raise InputError(f"target {profile.name} builds no int8 artifact: there is no int8 error to report")
-    ort = next((b for b in builds if b.backend == "onnxruntime"), None)
-    if ort is not None:
-        return ort, None
-    b = builds[0]
-    return b, (f"target {profile.name} has no ONNX Runtime build: its {b.backend} int8 settings were "
-               f"simulated with ONNX Runtime (QDQ), which places quantizers where {b.backend}'s int8 "
-               "kernels do; rounding, bias correction and calibration are edgekit's, not the "
-               f"{b.backend} converter's")
-
-
-def _settings(build: BuildSpec, method: str) -> str:
-    return (f"{build.activation_type} activations, {build.weight_type} "
-            f"{'per-channel' if build.per_channel else 'per-tensor'} weights, {method} calibration")
+    return report_on_build(folder, images, n_images, say, manifest=manifest)
 
 
 def _report_on_model(model, weights, width, resolution, target, calib, calib_size, calib_method,
                      images, n_images, say) -> QuantReport:
-    from ..backends.ort_calibration import METHODS
-    from ..convert import ROUNDING_IMAGES, resolve_source
+    from ..convert import resolve_source
 
     # everything that can be refused is checked before the model is loaded or quantized
-    profile = load_target(target)
-    spec, settings_note = _simulated_build(profile)
-    method = calib_method or get_backend(spec.backend).default_calibration_method
-    if method not in METHODS:
-        raise click.BadParameter(
-            f"ONNX Runtime, which quant-report quantizes the model with, has no '{method}' calibration "
-            f"(it has {', '.join(METHODS)}); convert builds '{method}' with the backends that have it",
-            param_hint="--calib-method")
+    try:
+        sim = simulation(target, calib_method)
+    except UnsupportedMethod as exc:
+        raise click.BadParameter(str(exc), param_hint="--calib-method") from None
     source = resolve_source(model, weights, width, resolution)
-    calibration = load_calibration(calib, source.meta.preprocessing, calib_size, method=method)
-    if images is None:
-        probe = calibration.images[:n_images]
-        described = f"{len(probe)} of the {len(calibration)} calibration images from {calibration.source}"
-    else:
-        loaded = load_calibration(images, source.meta.preprocessing, n_images)
-        probe = loaded.images
-        described = f"{len(probe)} images from {loaded.source} (--images)"
-    settings = _settings(spec, method)
-    notes = [settings_note] if settings_note else []
-    if source.meta.weights == "random":
-        notes.append("--weights random: seeded random weights; the figures say nothing about a trained model")
-    for note in notes:
-        say(f"note: {note}")
-    if source.module is not None:
-        say(f"int8 weights: optimal rounding and bias correction on "
-            f"{min(ROUNDING_IMAGES, len(calibration))} calibration images, as convert prepares them...")
-        weights_text = "int8 weights prepared as convert does (optimal rounding, bias correction)"
-    else:
-        weights_text = "int8 weights rounded to nearest (an ONNX model: no rounding or bias correction)"
-    say(f"quantizing for ONNX Runtime ({settings}) with {len(calibration)} images from "
-        f"{calibration.source}, comparing on {len(probe)}...")
-    options = ConvertOptions(activation_type=spec.activation_type, weight_type=spec.weight_type,
-                             per_channel=spec.per_channel, calibration_method=method)
-    report = prepared_report(source, calibration, options, probe)
-    model_text = weights or model or source.meta.arch
-    report.subject = (f"{source.meta.arch} ({model_text}) quantized as target {profile.name}'s "
-                      f"{spec.backend} int8 build: {settings}; {weights_text}")
-    report.images = described
-    report.notes[:0] = notes
-    return report
+    return report_on_model(source, sim, calib, calib_size, images, n_images, say,
+                           model_text=weights or model or source.meta.arch)
 
 
 def report_table(report: QuantReport, top: int) -> Table:

@@ -1,38 +1,20 @@
-"""Per-layer quantization error: where an int8 model loses what its float model computes.
+"""The per-layer int8 report's ONNX Runtime side (quant/report.py has the report itself): read
+every layer's output from ONNX Runtime sessions of a float ONNX model and its QDQ int8 version,
+adding each as a graph output, and compare them layer by layer and with one layer quantized alone.
 
-A layer is a weighted op's block (conv + norm + activation, a squeeze-excite, the classifier),
-named by its PyTorch module path (backends/layer_names.py). For each layer the report compares
-the int8 model's output of that layer (the dequantized tensor its consumers read) with the float
-model's, over real images:
-
-  * ``sqnr_db``: 10 log10(signal / noise) summed over the images: all error accumulated so far;
-  * ``cosine``: mean per-image cosine similarity of the two tensors;
-  * ``loss_db``: SQNR of the layer's input minus SQNR of its output;
-  * ``added_noise``: noise-to-signal power ratio of the output minus that of the input: the
-    error the layer adds where it sits;
-  * ``alone_sqnr_db``: SQNR of the model's *logits* when only this layer is quantized (its
-    weights and the activations it reads; everything else float). The ranking (``rank``) is by
-    this, lowest first: it is what keeping the layer float would win back. (The layer-local figures above mislead as a
-    ranking: on MobileNetV3-Small keeping the 27 layers that add most noise float changed top-1
-    disagreement by under a point.)
-
-Tensors are read from the real runtime: ONNX Runtime runs both models with every layer output
-added as a graph output. For other backends the same model and calibration are quantized for ONNX
-Runtime (QDQ), which places quantizers where the int8 kernels of OpenVINO and LiteRT do.
+Layers are named by PyTorch module path (layer_names.py); how the figures are defined:
+quant/report.py.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .backends.layer_names import onnx_layers
-from .errors import InputError
-
-MAX_DB = 99.0  # what "no error at all" (an unquantized input, say) counts as
-
+from ..errors import InputError
+from ..quant.report import MAX_DB, Accumulator, LayerError, QuantReport
+from .layer_names import onnx_layers
 
 @dataclass(frozen=True)
 class Layer:
@@ -42,44 +24,6 @@ class Layer:
     ops: tuple[str, ...]
     input: str
     output: str
-
-
-@dataclass(frozen=True)
-class LayerError:
-    layer: str
-    ops: str
-    sqnr_db: float
-    cosine: float
-    loss_db: float
-    added_noise: float
-    alone_sqnr_db: float = MAX_DB
-    rank: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-RANKING = "logits SQNR with only that layer quantized, lowest first"
-
-
-@dataclass
-class QuantReport:
-    backend: str
-    n_images: int
-    layers: list[LayerError]  # in graph order
-    output_sqnr_db: float
-    notes: list[str] = field(default_factory=list)
-    subject: str = ""  # what was compared: a build folder, or the model and the settings simulated
-    images: str = ""  # which images the layers were compared on
-
-    def ranked(self) -> list[LayerError]:
-        return sorted(self.layers, key=lambda e: e.rank)
-
-    def to_dict(self) -> dict:
-        return {"backend": self.backend, "subject": self.subject, "images": self.images,
-                "n_images": self.n_images, "ranking": RANKING,
-                "output_sqnr_db": self.output_sqnr_db, "notes": self.notes,
-                "layers": [e.to_dict() for e in self.layers]}
 
 
 def layers_of(graph) -> list[Layer]:
@@ -181,31 +125,6 @@ def _session(data: bytes):
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
-class _Accumulator:
-    def __init__(self):
-        self.signal = 0.0
-        self.noise = 0.0
-        self.cosines: list[float] = []
-
-    def add(self, ref: np.ndarray, got: np.ndarray) -> None:
-        ref = ref.astype(np.float64).ravel()
-        got = got.astype(np.float64).ravel()
-        self.signal += float(ref @ ref)
-        self.noise += float((ref - got) @ (ref - got))
-        norm = math.sqrt(float(ref @ ref) * float(got @ got))
-        self.cosines.append(float(ref @ got) / norm if norm > 0 else 1.0)
-
-    @property
-    def sqnr_db(self) -> float:
-        if self.noise == 0.0:
-            return MAX_DB
-        return min(MAX_DB, 10.0 * math.log10(self.signal / self.noise)) if self.signal > 0 else -MAX_DB
-
-    @property
-    def cosine(self) -> float:
-        return float(np.mean(self.cosines)) if self.cosines else 1.0
-
-
 def onnx_report(float_onnx: str | Path, int8_onnx: str | Path, images: np.ndarray,
                 backend: str = "onnxruntime") -> QuantReport:
     """Compare a float ONNX model and its QDQ int8 version layer by layer on ``images`` (NCHW)."""
@@ -226,8 +145,8 @@ def onnx_report(float_onnx: str | Path, int8_onnx: str | Path, images: np.ndarra
     int8_session = _session(_with_outputs(int8_model, [dq.get(t, t) for t in tensors]))
     float_input = float_session.get_inputs()[0].name
     int8_input = int8_session.get_inputs()[0].name
-    stats = {t: _Accumulator() for t in tensors}
-    logits = _Accumulator()
+    stats = {t: Accumulator() for t in tensors}
+    logits = Accumulator()
     float_names = [o.name for o in float_session.get_outputs()]
     int8_names = [o.name for o in int8_session.get_outputs()]
     for image in np.asarray(images, np.float32):
@@ -257,7 +176,7 @@ def onnx_report(float_onnx: str | Path, int8_onnx: str | Path, images: np.ndarra
 def _alone_sqnr(float_model, int8_model, layers: list[str], images: np.ndarray) -> dict[str, float]:
     """Logits SQNR with only one layer quantized, for each layer: the float model with the
     layer's nodes reading their inputs through the int8 model's Q/DQ chains (its weights and
-    the activations it reads, and its bias: bias-corrected, int8_weights.py). Built from the
+    the activations it reads, and its bias: bias-corrected, quant/weights.py). Built from the
     float model because the int8 one lost the ReLUs its quantization ranges stand for."""
     import onnx
 
@@ -304,64 +223,8 @@ def _alone_sqnr(float_model, int8_model, layers: list[str], images: np.ndarray) 
         del variant.graph.initializer[:]
         variant.graph.initializer.extend(kept)
         session = _session(variant.SerializeToString())
-        acc = _Accumulator()
+        acc = Accumulator()
         for x, ref in zip(xs, reference):
             acc.add(ref, session.run(None, {graph_input: x[None]})[0])
         result[layer] = acc.sqnr_db
     return result
-
-
-def simulated_report(source, calibration, options, images: np.ndarray, reference=None) -> QuantReport:
-    """The report for any backend's int8 build: the same model, calibration images and method
-    quantized for ONNX Runtime (QDQ) and compared with the float ONNX export of ``reference``.
-
-    ``source`` is what gets quantized: with int8 weights prepared as convert does
-    (int8_weights.py), pass them here and the float model as ``reference`` (a ModelSource with
-    the same modules, e.g. ``Int8Weights.folded``). Bias correction moves a layer's float output
-    by the shift int8 will cause, so the prepared model is no float reference: for MobileNetV3-
-    Small its float logits are ~4 dB SQNR from the real float model's. Default: ``source``."""
-    import tempfile
-    from dataclasses import replace
-
-    from .backends.base import get_backend
-    from .backends.onnx_export import export_onnx
-    from .backends.onnxruntime_backend import prepare_for_quantization
-    from .backends.ort_calibration import METHODS
-
-    notes = []
-    method = calibration.method
-    if method not in METHODS:
-        notes.append(f"ONNX Runtime has no '{method}' calibration; the layers were ranked with minmax")
-        calibration = replace(calibration, method="minmax")
-    ort_options = replace(options, io_dtype="float32", layout="NCHW",
-                          activation_type="uint8" if options.activation_type == "uint8" else "int8",
-                          weight_type="int8")
-    with tempfile.TemporaryDirectory(prefix="edgekit-report-") as tmp:
-        exported = export_onnx(reference if reference is not None else source, Path(tmp) / "float.onnx")
-        float_onnx = prepare_for_quantization(exported, Path(tmp) / "float_prep.onnx")
-        int8_onnx = get_backend("onnxruntime").convert(source, "int8", calibration,
-                                                       Path(tmp) / "int8.onnx", ort_options).path
-        report = onnx_report(float_onnx, int8_onnx, images, backend="onnxruntime (QDQ simulation)")
-    report.notes.extend(notes)
-    return report
-
-
-def prepared_report(source, calibration, options, images: np.ndarray) -> QuantReport:
-    """``simulated_report`` for the int8 model ``edgekit convert`` builds from ``source``: its int8
-    weights prepared as convert prepares them (int8_weights.py: optimal rounding on the first
-    ROUNDING_IMAGES calibration images, then bias correction for ``calibration``'s method),
-    quantized, and compared with the float model (not with the prepared one, whose corrected
-    biases are no float reference). An ONNX model (no PyTorch module) is quantized as it is: each
-    backend rounds its weights to nearest, as in convert."""
-    from .convert import ROUNDING_IMAGES
-    from .int8_weights import round_weights
-    from .source import ModelSource
-
-    if source.module is None:
-        return simulated_report(source, calibration, options, images)
-    prepared = round_weights(source.module, calibration.images[:ROUNDING_IMAGES])
-    int8 = ModelSource(meta=source.meta, module=prepared.bias_corrected(calibration.method, calibration.options))
-    # prepared.folded: the float model, BatchNorm folded: the same modules (and so the same
-    # ONNX names) as the prepared one, the float model's outputs
-    return simulated_report(int8, calibration, options, images,
-                            reference=ModelSource(meta=source.meta, module=prepared.folded))

@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .choices import ROUNDINGS
-from .models.blocks import TFSameConv2d
-from .models.fold import fold_batchnorm
-from .source import FORWARD_BATCH, channels_last
+from ..choices import ROUNDINGS
+from ..models.blocks import TFSameConv2d
+from ..models.fold import fold_batchnorm
+from ..source import FORWARD_BATCH, channels_last
 
 QMAX = 127
 DAMPING = 0.01  # of the mean diagonal of H: keeps the inverse well-conditioned on few images

@@ -3,8 +3,8 @@ artifact is within the budget.
 
 The budget is in percentage points: the top-1 drop on a labelled validation set, or top-1
 disagreement with the float model when the images have no labels. Layers are tried in the order
-of the per-layer report (quant_report: noise each layer adds), 1, 2, 4, ... of them, then the
-smallest count that meets the budget is found by bisection. Layers are named by module path, so
+of the per-layer report (quant/report.py: logits SQNR with only that layer quantized), 1, 2, 4,
+... of them, then the smallest count that meets the budget is found by bisection. Layers are named by module path, so
 the same choice applies to every backend (ConvertOptions.float_layers).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .backends.base import Artifact, Session
+from ..backends.base import Artifact, Session
 
 MAX_FLOAT_SHARE = 0.5  # by default at most half the layers stay float
 TIMING_RUNS = 40

@@ -13,7 +13,7 @@ from torch import nn
 from edgekit.models import create
 from edgekit.models.blocks import TFSameConv2d
 from edgekit.models.loading import randomize_statistics
-from edgekit.int8_weights import (QMAX, _nearest, _patches, fold_batchnorm, input_moments,
+from edgekit.quant.weights import (QMAX, _nearest, _patches, fold_batchnorm, input_moments,
                                      round_grouped, round_weights)
 
 from conftest import shared_path
@@ -156,7 +156,7 @@ def test_input_moments_cover_every_weighted_layer():
 
 
 def test_activation_ranges_follow_the_method():
-    from edgekit.int8_weights import activation_ranges
+    from edgekit.quant.weights import activation_ranges
 
     model = create("mobilenet_v2", width=0.35, num_classes=10).eval()
     randomize_statistics(model)
@@ -174,7 +174,7 @@ def test_activation_ranges_follow_the_method():
 
 def test_bias_correction_removes_the_mean_shift_of_each_layer():
     """After correction, each quantized layer's mean output (on float inputs) matches float."""
-    from edgekit.int8_weights import activation_ranges, output_shifts
+    from edgekit.quant.weights import activation_ranges, output_shifts
 
     model = create("mobilenet_v3_small", width=0.5, num_classes=10).eval()
     randomize_statistics(model)
@@ -202,7 +202,7 @@ def test_rounding_pass_records_the_inputs_bias_correction_reads(method):
     correction needs no pass of its own: same ranges, same corrected biases as a fresh pass."""
     import dataclasses
 
-    from edgekit.int8_weights import activation_ranges
+    from edgekit.quant.weights import activation_ranges
 
     model = create("mobilenet_v3_small", width=0.5, num_classes=10).eval()
     randomize_statistics(model)
@@ -246,7 +246,7 @@ def test_bias_correction_recovers_mobilenet_v3_small(tmp_path):
 def test_blocked_rounding_equals_column_by_column(monkeypatch, block):
     """The lazy block update is the same algorithm as updating every later column after each one
     (one block wider than the layer), only faster."""
-    import edgekit.int8_weights as iw
+    import edgekit.quant.weights as iw
 
     torch.manual_seed(0)
     w = torch.randn(2, 24, 150, dtype=torch.float64)
