@@ -112,8 +112,12 @@ def check_model(path: str | Path | None, weights: str | None = None) -> None:
     if not path.exists():
         from ..models import list_models
 
-        if str(path) in list_models():  # its built-in weights, or what to pass instead
-            return _torch_classifier(str(path), None, threads)
+        if str(path) in list_models():  # its built-in weights: said now if it has none
+            from ..models import builtin
+
+            if builtin.find(str(path)) is None:
+                raise InputError(builtin.missing_message(str(path), None))
+            return
         raise InputError(f"not found: {path} (expected an artifact, a convert folder, a checkpoint "
                          "or a model name with --weights)")
     raise InputError(f"cannot run {path.name}: expected .tflite/.onnx/.xml with a manifest.json "
@@ -135,6 +139,8 @@ def load_classifier(path: str | Path | None, weights: str | None = None, threads
         return _from_folder(path, threads, backend, precision, say, verify)
     if path.suffix in CHECKPOINT_SUFFIXES:
         return _torch_classifier(None, str(path), threads)
+    if not path.exists():  # a model name (check_model): its built-in weights
+        return _torch_classifier(str(path), None, threads)
     return _from_artifact(path, threads, verify)
 
 
