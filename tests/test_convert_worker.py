@@ -103,7 +103,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
         "from edgekit.convert import convert\n"
         "from edgekit.models.loading import load_model\n"
         f"open({str(tmp_path / 'runs.txt')!r}, 'a').write('ran\\n')\n"
-        "model = load_model('mobilenet_v2', width=0.35, resolution=96)\n"
+        "model = load_model('mobilenet_v2', width=0.35, resolution=96, weights='random')\n"
         f"convert('rpi4', model, out={str(tmp_path / 'out')!r}, precision='int8', backend='tflite',\n"
         "        calib_size=8, progress=print)\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
