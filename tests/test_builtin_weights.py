@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from edgekit.errors import InputError
+from edgekit.manifest import sha256_of
 from edgekit.models import builtin
 from edgekit.models.loading import load_model
 from edgekit.preprocessing import load_image
@@ -43,7 +44,7 @@ def test_index_lists_every_builtin_file():
     entries = {(b.arch, b.width, b.resolution) for b in builtin.index()}
     assert entries == {(a, w, r) for a, w, r, _ in BUILTIN}
     for b in builtin.index():
-        assert builtin.sha256_of(builtin.weights_dir() / b.file) == b.sha256
+        assert sha256_of([builtin.weights_dir() / b.file]) == b.sha256
     assert (builtin.weights_dir() / "README.md").read_text().count("Apache License") >= 1
 
 

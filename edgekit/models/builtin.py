@@ -9,7 +9,6 @@ regenerates the files; `index.json` records each file's sha256, checked at every
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError
+from ..manifest import sha256_of
 
 WEIGHTS_DIR = "data/weights"
 INDEX_NAME = "index.json"
@@ -89,14 +89,6 @@ def missing_message(arch: str, width: float | None) -> str:
             "(random: seeded random weights, accuracy meaningless)")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_builtin(entry: Builtin):
     """The model (eval mode, ModelMeta with labels and TF preprocessing), its file verified."""
     from .registry import from_meta
@@ -106,7 +98,7 @@ def load_builtin(entry: Builtin):
     if not path.is_file():
         raise InputError(f"built-in weights {entry.file} are missing from the installed edgekit "
                          f"({path}); reinstall edgekit or pass --weights FILE|random")
-    actual = sha256_of(path)
+    actual = sha256_of([path])
     if actual != entry.sha256:
         raise InputError(f"built-in weights {path} fail their checksum (sha256 {actual[:12]}..., "
                          f"index.json records {entry.sha256[:12]}...): the file is damaged or was "
