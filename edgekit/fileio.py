@@ -112,6 +112,19 @@ def cleanup_on_sigterm() -> Iterator[None]:
         os.close(_stderr.pop())
 
 
+def _forked_child() -> None:
+    """A process forked from this one (a library's helper: OpenVINO's telemetry sender, ...) must
+    not inherit the handler: it would remove this run's folders, and while its main thread is
+    stuck in native code the Python handler never runs, so the parent's terminate() and join()
+    would wait forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _live_staging.clear()
+    _publishing.clear()
+
+
+os.register_at_fork(after_in_child=_forked_child)
+
+
 def _terminated(signum: int, _frame) -> None:
     if _publishing:
         _publishing.append(signum)

@@ -43,3 +43,15 @@ def native_output_silenced() -> Iterator[None]:
             os.dup2(copy, fd)
             os.close(copy)
         sink.close()
+
+
+def openvino_telemetry_off() -> None:
+    """Decline OpenVINO's usage telemetry (NNCF and the model converter send it to Google Analytics
+    unless the user opted out) for this process. Besides sending data nobody asked edgekit to
+    send, its sender forks from a thread while other threads resolve DNS: without network the
+    child has been seen deadlocked in the resolver, hanging `edgekit convert` at exit."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:
+        return
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED

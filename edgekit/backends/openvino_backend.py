@@ -53,6 +53,7 @@ import numpy as np
 
 from ..calibration import CalibrationSet
 from ..errors import ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
+from ..quiet import openvino_telemetry_off
 from ..source import ModelSource
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
@@ -63,6 +64,8 @@ CALIBRATION_METHODS = ("minmax", "mean_minmax", "percentile")
 DEFAULT_PERCENTILE = 99.999
 DEVICE = "CPU"
 _PLUMBING_OPS = {"Constant", "Parameter", "Result"}  # left out of the op counts
+
+openvino_telemetry_off()  # before nncf or the converter is imported
 
 
 @functools.lru_cache(maxsize=1)
