@@ -482,14 +482,14 @@ def test_per_op_that_cannot_split_keeps_the_benchmark(int8, monkeypatch):
     assert result["per_op_note"] == "could not split the model into ops: ValueError: unexpected flatbuffer"
 
 
-def test_one_op_model_reproduces_the_op_in_the_graph(int8):
+def testone_op_model_reproduces_the_op_in_the_graph(int8):
     """Each one-op model, fed what the op gets inside the whole model, gives what the op gives
     there: same weights, quantization and options (checked without delegates, bit for bit)."""
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
-    from edgekit.bench.runner import _one_op_model
+    from edgekit.bench.runner import one_op_model
 
     plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     whole = Interpreter(model_path=str(int8.path), experimental_op_resolver_type=plain,
@@ -504,7 +504,7 @@ def test_one_op_model_reproduces_the_op_in_the_graph(int8):
     picked = [kinds.index(k) for k in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED")]
     for k in picked:
         alone = Interpreter(model_content=bytes(fbu.convert_object_to_bytearray(
-            _one_op_model(fb, model, ops[k]))), experimental_op_resolver_type=plain)
+            one_op_model(fb, model, ops[k]))), experimental_op_resolver_type=plain)
         alone.allocate_tensors()
         buffers = [model.buffers[model.subgraphs[0].tensors[i].buffer].data for i in ops[k].inputs]
         feeds = [i for i, b in zip(ops[k].inputs, buffers) if i >= 0 and (b is None or not len(b))]

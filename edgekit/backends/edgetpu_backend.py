@@ -13,14 +13,17 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..calibration import CalibrationSet
 from ..errors import ExternalToolError, InputError
 from ..fileio import atomic_path
-from ..source import ModelSource
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, get_backend, register_backend
 from .edgetpu_check import check
-from .tflite_backend import CALIBRATION_METHODS, TFLiteSession, interpreter_api, _runtime_version
+from .tflite_backend import CALIBRATION_METHODS, TFLiteSession, interpreter_api, runtime_version
+
+if TYPE_CHECKING:  # annotations only: importing them loads torch
+    from ..calibration import CalibrationSet
+    from ..source import ModelSource
 
 COMPILER = "edgetpu_compiler"
 COMPILER_MISSING = (f"{COMPILER} not found on PATH; install it on Debian/Ubuntu x86-64 from "
@@ -91,6 +94,7 @@ def _tail(text: str, lines: int = 8) -> str:
 class EdgeTPUBackend(Backend):
     name = "edgetpu"
     suffix = ".tflite"
+    name_endings = (COMPILED_SUFFIX, UNCOMPILED_SUFFIX)
     base = "tflite"  # a .tflite file runs through the tflite backend (backend_for_path)
     mixed_precision = False  # the Edge TPU runs fully integer models only
     default_calibration_method = "percentile"  # as tflite, whose int8 model it starts from
@@ -98,6 +102,7 @@ class EdgeTPUBackend(Backend):
     converts_in_python = True
     precisions = ("int8",)
     extra = "tflite"
+    color = (214, 39, 40)
     modules = ("ai_edge_litert",)  # or tflite_runtime, as for tflite
     description = ("Coral Edge TPU: full-integer int8 TFLite, pre-compile op check, "
                    f"{COMPILER} when installed")
@@ -107,7 +112,7 @@ class EdgeTPUBackend(Backend):
 
     def runtime_info(self) -> RuntimeInfo:
         name, _ = interpreter_api()
-        return RuntimeInfo(name, _runtime_version(name), {"compiler": shutil.which(COMPILER) or None})
+        return RuntimeInfo(name, runtime_version(name), {"compiler": shutil.which(COMPILER) or None})
 
     def filename(self, stem: str, precision: str) -> str:
         return f"{stem}_{precision}{COMPILED_SUFFIX}"

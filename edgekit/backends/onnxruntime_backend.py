@@ -4,18 +4,21 @@ from __future__ import annotations
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..calibration import CalibrationSet
 from ..errors import ConversionError, EdgekitError, InputError, first_line
 from ..fileio import atomic_path
-from ..source import ModelSource
 from .layer_names import onnx_layers, select
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
 from .onnx_export import export_onnx
 from .ort_calibration import METHODS as CALIBRATION_METHODS
+
+if TYPE_CHECKING:  # annotations only: importing them loads torch
+    from ..calibration import CalibrationSet
+    from ..source import ModelSource
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear"}
@@ -80,6 +83,8 @@ class OnnxRuntimeBackend(Backend):
     precisions = ("fp32", "int8")
     extra = "onnx"
     modules = ("onnx", "onnxruntime")
+    color = (31, 119, 180)
+    aarch64_wheels = ("onnxruntime",)
     description = "ONNX Runtime (CPU EP): ONNX fp32 and static QDQ int8, per-channel weights"
     accepts_onnx = True
     layer_report_runtime = "ONNX Runtime"

@@ -24,18 +24,20 @@ import io
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..calibration import CalibrationSet
 from ..errors import ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
 from ..fileio import atomic_path
 from ..quiet import native_output_silenced
-from ..source import FORWARD_BATCH, ModelSource
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
 from .layer_names import GraphNode, assign_layers, select
+
+if TYPE_CHECKING:  # annotations only: importing them loads torch
+    from ..calibration import CalibrationSet
+    from ..source import ModelSource
 
 CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile")
 IO_DTYPES = ("int8", "uint8", "float32")
@@ -59,7 +61,7 @@ def interpreter_api() -> tuple[str, Any]:
     raise MissingDependencyError("ai-edge-litert", "tflite")
 
 
-def _runtime_version(name: str) -> str:
+def runtime_version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -191,7 +193,7 @@ class TFLiteSession(Session):
         details = _ops_details(self.interpreter)
         partitions = sum(d["op_name"] == "DELEGATE" for d in details)
         edgetpu = any(d["op_name"] == EDGETPU_CUSTOM_OP for d in details)
-        self.runtime = RuntimeInfo(name, _runtime_version(name), {
+        self.runtime = RuntimeInfo(name, runtime_version(name), {
             "xnnpack": partitions > 0 and not edgetpu,
             "delegate_partitions": partitions,
             "ops_outside_delegate": undelegated_ops(self.interpreter),
@@ -555,9 +557,6 @@ def _observing_producers_only(prepared):
             prepared.recompile()
 
 
-CALIBRATION_BATCH = FORWARD_BATCH  # MobileNetV2, 200 images: 3.1-3.8 s at 8 per call, 5.6-6.0 s at 32
-
-
 def _export_for_calibration(model, example):
     """torch.export the model with a dynamic batch dimension, so calibration runs several images
     per call (batch-1 calls were ~3x slower: ~150 observers and Python per op per image); the
@@ -567,11 +566,14 @@ def _export_for_calibration(model, example):
     marked as strict export would mark them (``_mark_adds``), or they would stay float."""
     import torch
 
+    # MobileNetV2, 200 images: 3.1-3.8 s at 8 images per call, 5.6-6.0 s at 32
+    from ..source import FORWARD_BATCH
+
     batched = (torch.zeros((2, *example[0].shape[1:]), dtype=example[0].dtype),)
     dim = torch.export.Dim("batch", min=1, max=4096)
     try:
         module, batch = torch.export.export(model, batched, dynamic_shapes=({0: dim},),
-                                            strict=False).module(), CALIBRATION_BATCH
+                                            strict=False).module(), FORWARD_BATCH
     except Exception:  # a batch-specialised model: calibrate at its static batch
         module, batch = torch.export.export(model, example, strict=False).module(), 1
     _mark_adds(module)
@@ -768,6 +770,8 @@ class TFLiteBackend(Backend):
     precisions = ("fp32", "fp16", "int8")
     extra = "tflite"
     modules = ("ai_edge_litert",)  # or tflite_runtime: see require()
+    color = (255, 127, 14)
+    aarch64_wheels = ("ai-edge-litert",)
     description = "LiteRT (TFLite) + XNNPACK: litert-torch fp32, fp16 weights, full-integer int8 (PT2E)"
 
     def require(self) -> None:
@@ -784,7 +788,7 @@ class TFLiteBackend(Backend):
 
     def runtime_info(self) -> RuntimeInfo:
         name, _ = interpreter_api()
-        return RuntimeInfo(name, _runtime_version(name))
+        return RuntimeInfo(name, runtime_version(name))
 
     # -- convert --------------------------------------------------------------------------------
 
