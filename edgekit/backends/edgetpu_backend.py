@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ExternalToolError, InputError
+from ..errors import ConversionError, ExternalToolError, InputError
 from ..fileio import atomic_path
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, get_backend, register_backend
 from .edgetpu_check import check
@@ -149,7 +149,7 @@ class EdgeTPUBackend(Backend):
                                notice=f"{COMPILER} not found: wrote the uncompiled full-integer model "
                                       f"{target.name} (runs on the CPU; compile it for the Edge TPU)")
             else:
-                compiled, log = self._compile(compiler, plain, Path(tmp))
+                compiled, log = self._compile(compiler, plain, Path(tmp), source.name)
                 target = out
                 with atomic_path(target) as tmp_out:
                     shutil.copyfile(compiled, tmp_out)
@@ -158,24 +158,26 @@ class EdgeTPUBackend(Backend):
         details["precheck"] = {**report.to_dict(), "path": target.name}  # not the temporary copy
         return Artifact(target, self.name, precision, built.input, [target], details)
 
-    @staticmethod
-    def _compile(compiler: str, model: Path, outdir: Path) -> tuple[Path, str]:
-        """Run the compiler; (compiled file, its summary + operation log)."""
+    def _compile(self, compiler: str, model: Path, outdir: Path, model_name: str) -> tuple[Path, str]:
+        """Run the compiler; (compiled file, its summary + operation log). The compiler failing
+        on the model is a ConversionError; a compiler that cannot be run, an ExternalToolError."""
+        def failed(detail: str) -> ConversionError:
+            return ConversionError(self.name, model_name, "int8", f"{COMPILER} {detail}")
+
         args = [compiler, "-s", "-o", str(outdir), str(model)]
         try:
             proc = subprocess.run(args, check=True, capture_output=True, text=True,
                                   timeout=COMPILE_TIMEOUT_S)
         except subprocess.CalledProcessError as exc:
-            raise ExternalToolError(f"{COMPILER} failed (exit {exc.returncode}) on {model.name}: "
-                                    f"{_tail(exc.stderr) or _tail(exc.stdout)}") from exc
+            raise failed(f"failed (exit {exc.returncode}): {_tail(exc.stderr) or _tail(exc.stdout)}") from exc
         except subprocess.TimeoutExpired as exc:
-            raise ExternalToolError(f"{COMPILER} did not finish within {COMPILE_TIMEOUT_S} s") from exc
+            raise failed(f"did not finish within {COMPILE_TIMEOUT_S} s") from exc
         except OSError as exc:
             raise ExternalToolError(f"cannot run {compiler}: {exc.strerror or exc}") from exc
         compiled = outdir / f"{model.stem}{COMPILED_SUFFIX}"
         if not compiled.is_file():
-            raise ExternalToolError(f"{COMPILER} exited 0 but wrote no {compiled.name}: "
-                                    f"{_tail(proc.stdout)} {_tail(proc.stderr)}".strip())
+            raise failed(f"exited 0 but wrote no {compiled.name}: "
+                         f"{_tail(proc.stdout)} {_tail(proc.stderr)}".strip())
         log = proc.stdout
         log_file = outdir / f"{model.stem}_edgetpu.log"
         if not _TABLE_HEADER.search(log) and log_file.is_file():  # older compilers: table in the .log

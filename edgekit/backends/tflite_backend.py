@@ -801,8 +801,9 @@ class TFLiteBackend(Backend):
         artifact = self.describe_built(out, precision, details)
         if options.float_layers and not set(artifact.details.get("float_ops", ())) & set(WEIGHTED_OPS):
             out.unlink()
-            raise EdgekitError(f"litert-torch quantized the layers asked to stay float "
-                               f"({', '.join(options.float_layers)}): no float layer in the model")
+            raise ConversionError(self.name, source.name, precision,
+                                  f"litert-torch quantized the layers asked to stay float "
+                                  f"({', '.join(options.float_layers)}): no float layer in the model")
         return artifact
 
     def convert_bytes(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
