@@ -95,6 +95,11 @@ class Session(ABC):
     def infer(self, native: Any) -> np.ndarray:
         """Run the runtime on a prepared input; returns its raw first output."""
 
+    def output_grid(self) -> tuple[float, int] | None:
+        """(scale, zero point) of the quantization grid the raw output lies on, if any: outputs
+        that differ differ by whole steps of it."""
+        return None
+
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Raw output -> float32 logits (dequantized where needed), shape (num_classes,)."""
         return np.asarray(raw, dtype=np.float32).reshape(-1)
@@ -114,8 +119,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
     suffix: ClassVar[str]  # main artifact suffix (".onnx", ".xml", ".tflite")
-    # How the names of its artifacts end (default: the suffix); the longest match names the
-    # backend of a file outside a convert folder (edgetpu's "_edgetpu.tflite" before ".tflite").
+    # How the names of its artifacts end (default: the suffix; the first is what it writes); the
+    # longest match names the backend of a file outside a convert folder (edgetpu's
+    # "_edgetpu.tflite" before ".tflite").
     name_endings: ClassVar[tuple[str, ...]] = ()
     sidecars: ClassVar[tuple[str, ...]] = ()  # suffixes of files that travel with it (".bin")
     precisions: ClassVar[tuple[str, ...]]
@@ -175,7 +181,7 @@ class Backend(ABC):
             return False
 
     def filename(self, stem: str, precision: str) -> str:
-        return f"{stem}_{precision}{self.suffix}"
+        return f"{stem}_{precision}{(self.name_endings or (self.suffix,))[0]}"
 
     @abstractmethod
     def convert(self, source: "ModelSource", precision: str, calibration: "CalibrationSet | None",

@@ -19,7 +19,8 @@ from ..errors import ConversionError, ExternalToolError, InputError
 from ..fileio import atomic_path
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, get_backend, register_backend
 from .edgetpu_check import check
-from .tflite_backend import CALIBRATION_METHODS, TFLiteSession, interpreter_api, runtime_version
+from .tflite_quantizer import CALIBRATION_METHODS
+from .tflite_session import TFLiteSession, interpreter_api, runtime_version
 
 if TYPE_CHECKING:  # annotations only: importing them loads torch
     from ..calibration import CalibrationSet
@@ -113,9 +114,6 @@ class EdgeTPUBackend(Backend):
     def runtime_info(self) -> RuntimeInfo:
         name, _ = interpreter_api()
         return RuntimeInfo(name, runtime_version(name), {"compiler": shutil.which(COMPILER) or None})
-
-    def filename(self, stem: str, precision: str) -> str:
-        return f"{stem}_{precision}{COMPILED_SUFFIX}"
 
     def require_converter(self) -> None:
         get_backend("tflite").require_converter()

@@ -382,28 +382,6 @@ def _preprocessing(manifest: Manifest | None, session) -> tuple[Preprocessing, s
     return Preprocessing.torchvision(size), f"ImageNet preprocessing at {size}px (no manifest)"
 
 
-def _output_quantization(session, artifact: Path) -> tuple[float, int] | None:
-    """(scale, zero point) of the output: the TFLite output's, or for an ONNX QDQ model the
-    DequantizeLinear that produces its float output (its scale is then the step)."""
-    output = getattr(session, "output", None)
-    if output is not None and output.scale is not None:
-        return float(output.scale), int(output.zero_point or 0)
-    if artifact.suffix != ".onnx":
-        return None
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        return None
-    graph = onnx.load(str(artifact), load_external_data=False).graph
-    name = graph.output[0].name
-    producer = next((n for n in graph.node if name in n.output), None)
-    if producer is None or producer.op_type != "DequantizeLinear":
-        return None
-    scale = next((i for i in graph.initializer if i.name == producer.input[1]), None)
-    return (float(numpy_helper.to_array(scale).reshape(-1)[0]), 0) if scale is not None else None
-
-
 def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMAGES,
             progress: Say | None = None, verify: bool = True) -> EmulationReport:
     """Run each .tflite/.onnx artifact at ``path`` on this machine and under qemu on the same
@@ -442,7 +420,7 @@ def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMA
             inputs = Path(tmp, f"{i}_inputs.npy")
             np.save(inputs, np.stack([session.prepare(x) for x in images[pre]]))
             report.matches.append(_match(artifact, backend, precision, inputs, root, cpu,
-                                         _output_quantization(session, artifact),
+                                         session.output_grid(),
                                          tolerance(report.parity, precision), say))
     return report
 

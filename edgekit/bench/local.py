@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import EdgekitError, InputError, MissingDependencyError
-from ..backends.base import artifact_suffixes, backend_for_path, backend_named_by, get_backend
+from ..backends.base import artifact_suffixes, backend_for_path, backend_named_by
 from ..limits import check_threads
 from ..manifest import MANIFEST_NAME, Manifest, verify_artifact
 from ..quiet import native_output_silenced
@@ -82,7 +82,8 @@ def artifacts_in(path: Path, verify: bool = True) -> list[tuple[Path, str, str, 
         if not (path / MANIFEST_NAME).is_file():
             found = sorted(p for p in path.iterdir() if p.suffix in artifact_suffixes())
             if not found:
-                raise InputError(f"{path} has no {MANIFEST_NAME} and no {'/'.join(artifact_suffixes())} files")
+                raise InputError(f"{path} has no {MANIFEST_NAME} and no "
+                                 f"{'/'.join(artifact_suffixes())} files")
             return [(p, *_guess(p), None) for p in found]
         manifest = Manifest.read(path)
         return [(verify_artifact(manifest, a, verify), a.backend, a.precision, a.parity)
