@@ -19,7 +19,7 @@ pytest.importorskip("litert_torch", reason="needs the 'tflite' extra")
 
 from edgekit.backends.tflite_flatbuffer import set_io_dtype  # noqa: E402
 from edgekit.backends.tflite_quantizer import CALIBRATION_METHODS  # noqa: E402
-from edgekit.backends.tflite_session import op_counts, xnnpack_partitions  # noqa: E402
+from edgekit.backends.tflite_session import op_counts, ops_details, xnnpack_partitions  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NHWC_INT8 = ConvertOptions(layout="NHWC", io_dtype="int8")
@@ -467,7 +467,7 @@ def test_per_op_times_every_op_alone(int8):
 
     plain = Interpreter(model_path=str(int8.path),
                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    graph_ops = [op["op_name"] for op in plain._get_ops_details()]
+    graph_ops = [op["op_name"] for op in ops_details(plain)]
     result = runner.run({"artifact": str(int8.path), "threads": 1, "iterations": 3, "warmup": 1,
                          "per_op": True, "per_op_runs": 5})
     assert [op["type"] for op in result["per_op"]] == graph_ops  # every op, in graph order
@@ -508,7 +508,7 @@ def testone_op_model_reproduces_the_op_in_the_graph(int8):
     whole.invoke()
     model = fbu.read_model_from_bytearray(bytearray(int8.path.read_bytes()))
     ops = model.subgraphs[0].operators
-    kinds = [op["op_name"] for op in whole._get_ops_details()]
+    kinds = [op["op_name"] for op in ops_details(whole)]
     picked = [kinds.index(k) for k in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED")]
     for k in picked:
         alone = Interpreter(model_content=bytes(fbu.convert_object_to_bytearray(

@@ -180,11 +180,13 @@ def _float_convs(path: Path) -> list[str]:
     interpreter sees them without XNNPACK (BUILTIN_WITHOUT_DEFAULT_DELEGATES)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from edgekit.backends.tflite_session import ops_details
+
     interpreter = Interpreter(model_path=str(path),
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
-    return [op["op_name"] for op in interpreter._get_ops_details()
+    return [op["op_name"] for op in ops_details(interpreter)
             if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
             and all(dtypes[int(i)] == np.float32 for i in op["inputs"][:2])]
 
