@@ -490,7 +490,7 @@ def test_per_op_that_cannot_split_keeps_the_benchmark(int8, monkeypatch):
     assert result["per_op_note"] == "could not split the model into ops: ValueError: unexpected flatbuffer"
 
 
-def testone_op_model_reproduces_the_op_in_the_graph(int8):
+def test_one_op_model_reproduces_the_op_in_the_graph(int8):
     """Each one-op model, fed what the op gets inside the whole model, gives what the op gives
     there: same weights, quantization and options (checked without delegates, bit for bit)."""
     from ai_edge_litert import schema_py_generated as fb
