@@ -142,13 +142,15 @@ def test_report_check_names_the_artifacts():
     x86 = np.arange(8, dtype=np.int8).reshape(4, 2)
     good = emulate.ArtifactMatch("/b/m_fp32.tflite", "tflite", "fp32", "int8",
                                  emulate.compare(x86, x86).to_dict(), ok=True)
-    bad = emulate.ArtifactMatch("/b/m_int8.tflite", "tflite", "int8", "int8",
-                                emulate.compare(x86, x86[::-1].copy(), (0.1, 0)).to_dict())
+    differs = emulate.compare(x86, x86[::-1].copy(), (0.1, 0))
+    bad = emulate.ArtifactMatch("/b/m_int8.tflite", "tflite", "int8", "int8", differs.to_dict(),
+                                emulate.tolerance(ParitySpec(), "int8").failures(differs.parity))
     crashed = emulate.ArtifactMatch("/b/m.onnx", "onnxruntime", "fp32", error="Illegal instruction")
     report.matches = [good]
     report.check()
     report.matches = [good, bad, crashed]
-    with pytest.raises(ParityError, match="m_int8.tflite: max 6 quantization.*SQNR.*m.onnx: Illegal"):
+    with pytest.raises(ParityError, match=r"m_int8.tflite: max 6 quantization.*SQNR.*\(SQNR -0.6 dB < 20 dB\); "
+                                          r"m.onnx: Illegal"):
         report.check()
     table = emulate.match_table(report, "t")
     assert table.row_count == 3 and "EMULATED: no timings" in table.caption

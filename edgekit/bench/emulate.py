@@ -384,8 +384,9 @@ def _preprocessing(manifest: Manifest | None, session) -> tuple[Preprocessing, s
 
 def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMAGES,
             progress: Say | None = None, verify: bool = True) -> EmulationReport:
-    """Run each .tflite/.onnx artifact at ``path`` on this machine and under qemu on the same
-    prepared images and compare the outputs (a build's files checked against its manifest first)."""
+    """Run each artifact at ``path`` that has an aarch64 runtime (emulated_backends) on this
+    machine and under qemu on the same prepared images and compare the outputs within the
+    target's tolerance (a build's files checked against its manifest first)."""
     from ..calibration import load_calibration
 
     say = progress or (lambda _m: None)
@@ -464,7 +465,8 @@ def _summary(m: ArtifactMatch) -> str:
     d = m.match
     steps = f"max {d['max_steps']} quantization step(s), " if d.get("max_steps") is not None else ""
     return (f"{steps}max abs diff {d['max_abs_diff']:.3g}, SQNR {d['sqnr_db']:.1f} dB, "
-            f"top-1 agreement {d['top1_agreement']:.0%}")
+            f"top-1 agreement {d['top1_agreement']:.0%}"
+            + (f" ({'; '.join(m.failures)})" if m.failures else ""))
 
 
 def _precisions(report: EmulationReport) -> list[str]:
