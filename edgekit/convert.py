@@ -131,12 +131,7 @@ def resolve_source(model: nn.Module | str | Path | None, weights: str | None, wi
 
 
 def tolerance_for(target: TargetProfile, precision: str) -> Tolerance:
-    p = target.parity
-    return {
-        "fp32": Tolerance(max_abs_diff=p.fp32_max_abs_diff),
-        "fp16": Tolerance(min_top1_agreement=p.fp16_min_agreement, min_sqnr_db=30.0),
-        "int8": Tolerance(min_top1_agreement=p.int8_min_agreement, min_sqnr_db=p.int8_min_sqnr_db),
-    }[precision]
+    return target.parity.tolerance(precision)
 
 
 @cleanup_on_sigterm()

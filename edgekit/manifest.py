@@ -49,7 +49,7 @@ class Manifest:
         d = {"edgekit_version": self.edgekit_version, "target": self.target, "model": self.model,
              "calibration": self.calibration, "parity_images": self.parity_images,
              "notices": self.notices, "artifacts": [asdict(a) for a in self.artifacts]}
-        return _json_safe(d)
+        return json_safe(d)
 
     def write(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -166,14 +166,14 @@ def recorded_checkpoint(manifest: Manifest, verify: bool = True) -> tuple[Path |
     return path, True
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """inf/nan are not JSON: store them as strings ("inf" SQNR means bit-identical outputs)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value

@@ -11,6 +11,7 @@ import yaml
 
 from .errors import InputError, first_line, suggest, unknown
 from .limits import check_threads
+from .parity import Tolerance
 
 TARGETS_DIR = Path(__file__).resolve().parent / "data" / "targets"
 DEFAULT_TARGET = "rpi4"
@@ -49,10 +50,21 @@ class BuildSpec:
 
 @dataclass(frozen=True)
 class ParitySpec:
+    """How close each precision's artifacts must be to the source model (parity.Tolerance)."""
+
     fp32_max_abs_diff: float = _bounded(0.0, default=1e-4)
     fp16_min_agreement: float = _fraction(0.99)  # top-1 agreement as a fraction: 0.99 = 99%
+    fp16_min_sqnr_db: float = _bounded(0.0, default=30.0)
     int8_min_agreement: float = _fraction(0.85)
     int8_min_sqnr_db: float = _bounded(0.0, default=10.0)
+
+    def tolerance(self, precision: str) -> Tolerance:
+        """The one place a precision's tolerance is made: convert, emulate and bench read it."""
+        return {
+            "fp32": Tolerance(max_abs_diff=self.fp32_max_abs_diff),
+            "fp16": Tolerance(min_top1_agreement=self.fp16_min_agreement, min_sqnr_db=self.fp16_min_sqnr_db),
+            "int8": Tolerance(min_top1_agreement=self.int8_min_agreement, min_sqnr_db=self.int8_min_sqnr_db),
+        }[precision]
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,7 @@ class TargetProfile:
         return dataclasses.asdict(self)
 
 
-def _build(cls, data: Any, source: str, section: str = ""):
+def build_dataclass(cls, data: Any, source: str, section: str = ""):
     """Instantiate a frozen dataclass from a mapping, rejecting unknown keys with a suggestion
     and values of the wrong type or out of their field's range."""
     where = f"{source}: {section}" if section else source
@@ -138,17 +150,17 @@ def parse_target(data: dict, source: str = "<memory>") -> TargetProfile:
     if not isinstance(data, dict):
         raise InputError(f"{source}: a target file must be a mapping")
     data = dict(data)
-    cpu = _build(CpuSpec, data.pop("cpu", None), source, "cpu")
+    cpu = build_dataclass(CpuSpec, data.pop("cpu", None), source, "cpu")
     cpu = dataclasses.replace(cpu, features=_as_tuple(cpu.features))
     raw_builds = data.pop("builds", None)
     if not raw_builds or not isinstance(raw_builds, list):
         raise InputError(f"{source}: 'builds' must list at least one backend")
     builds = []
     for i, raw in enumerate(raw_builds):
-        b = _build(BuildSpec, raw, source, f"builds[{i}]")
+        b = build_dataclass(BuildSpec, raw, source, f"builds[{i}]")
         builds.append(dataclasses.replace(b, precisions=_as_tuple(b.precisions)))
-    parity = _build(ParitySpec, data.pop("parity", {}) or {}, source, "parity")
-    target = _build(TargetProfile, {**data, "cpu": cpu, "builds": tuple(builds), "parity": parity},
+    parity = build_dataclass(ParitySpec, data.pop("parity", {}) or {}, source, "parity")
+    target = build_dataclass(TargetProfile, {**data, "cpu": cpu, "builds": tuple(builds), "parity": parity},
                     source)
     target = dataclasses.replace(target, source=source)
     _validate(target)

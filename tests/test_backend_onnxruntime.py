@@ -22,6 +22,7 @@ def test_fp32_matches_source(tmp_path, source, calibration, reference):
     p = compare(reference, backend.load(art, threads=1).run(calibration.images))
     assert p.max_abs_diff < 1e-4 * max(1.0, p.reference_max_abs)
     assert p.top1_agreement == 1.0
+    assert backend.load(art).output_grid() is None  # float all through
 
 
 @pytest.mark.parametrize("act", ["uint8", "int8"])
@@ -32,8 +33,12 @@ def test_int8_qdq_per_channel(tmp_path, source, calibration, reference, act):
     assert art.details["ops"]["QuantizeLinear"] > 10 and art.details["ops"]["DequantizeLinear"] > 10
     assert art.details["activation_type"] == act
     assert art.size_bytes < 0.4 * (sum(p.numel() for p in source.module.parameters()) * 4)
-    p = compare(reference, backend.load(art).run(calibration.images))
+    session = backend.load(art)
+    p = compare(reference, session.run(calibration.images))
     assert 12 < p.sqnr_db < 60  # quantized: close, but not bit-exact
+    scale, zero_point = session.output_grid()  # the final DequantizeLinear's
+    logits = session.run(calibration.images[:2])
+    assert scale > 0 and zero_point == 0 and np.allclose(logits / scale, np.round(logits / scale), atol=1e-3)
     import onnx
 
     model = onnx.load(str(art.path))

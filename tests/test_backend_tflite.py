@@ -17,8 +17,9 @@ from edgekit.source import ModelSource
 pytest.importorskip("ai_edge_litert", reason="needs the 'tflite' extra")
 pytest.importorskip("litert_torch", reason="needs the 'tflite' extra")
 
-from edgekit.backends.tflite_backend import (  # noqa: E402
-    CALIBRATION_METHODS, _set_io_dtype, op_counts, xnnpack_partitions)
+from edgekit.backends.tflite_flatbuffer import set_io_dtype  # noqa: E402
+from edgekit.backends.tflite_quantizer import CALIBRATION_METHODS  # noqa: E402
+from edgekit.backends.tflite_session import op_counts, ops_details, xnnpack_partitions  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NHWC_INT8 = ConvertOptions(layout="NHWC", io_dtype="int8")
@@ -31,6 +32,21 @@ V2_INT8_OPS = {"PAD": 5, "CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEA
                "FULLY_CONNECTED": 1}
 V2_TF_INT8_OPS = {"CONV_2D": 35, "DEPTHWISE_CONV_2D": 17, "ADD": 10, "MEAN": 1, "FULLY_CONNECTED": 1}
 NOT_WANTED = ("TRANSPOSE", "QUANTIZE", "DEQUANTIZE", "HARD_SWISH")
+
+
+def _nhwc_input(module):
+    """``module`` taking NHWC input, as the backend converts an NHWC build (a permute first)."""
+    import torch
+
+    class NHWC(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            return self.inner(x.permute(0, 3, 1, 2).contiguous())
+
+    return NHWC().eval()
 
 
 def shared_file(*parts: str) -> Path:
@@ -110,7 +126,7 @@ def test_int8_is_fully_integer(backend, int8, calibration, reference):
 @pytest.mark.parametrize("io_dtype", ["uint8", "float32"])
 def test_io_dtype_wraps_the_integer_body(backend, int8, calibration, tmp_path, io_dtype):
     path = tmp_path / f"m_{io_dtype}.tflite"
-    path.write_bytes(_set_io_dtype(int8.path.read_bytes(), io_dtype))
+    path.write_bytes(set_io_dtype(int8.path.read_bytes(), io_dtype))
     ops = op_counts(path)
     base = backend.load(int8)
     session = backend.load(path)
@@ -311,20 +327,20 @@ def test_calibration_observes_each_shared_group_once():
     from torchao.quantization.pt2e import quantize_pt2e
 
     from edgekit.backends.same_padding import channels_last_padded
-    from edgekit.backends.tflite_backend import (_nhwc_wrapper, _observing_producers_only,
-                                                 _quantization_config, _quantizer, _same_scale_ops)
+    from edgekit.backends.tflite_quantizer import (make_quantizer, observing_producers_only,
+                                                   quantization_config, same_scale_ops)
     from edgekit.models import create
 
     model, _ = channels_last_padded(create("mobilenet_v2", resolution=64, width=0.35, padding="tf_same").eval())
     example = (torch.zeros(1, 64, 64, 3),)
-    exported = torch.export.export(_nhwc_wrapper(model), example, strict=True).module()
+    exported = torch.export.export(_nhwc_input(model), example, strict=True).module()
     calibration = CalibrationSet(np.zeros((1, 3, 64, 64), np.float32), [], "zeros", method="percentile")
-    prepared = quantize_pt2e.prepare_pt2e(exported, _quantizer(_quantization_config(calibration)))
+    prepared = quantize_pt2e.prepare_pt2e(exported, make_quantizer(quantization_config(calibration)))
     before = [(n.name, n.target) for n in prepared.graph.nodes]
-    with _observing_producers_only(prepared):
+    with observing_producers_only(prepared):
         skipped = [n for n in prepared.graph.nodes if n.target == "_edgekit_skip_observer"]
         assert len(skipped) >= 3 * 4  # three calls around each of the stride-2 pads
-        assert all(n.args[0].target in _same_scale_ops() for n in skipped)
+        assert all(n.args[0].target in same_scale_ops() for n in skipped)
         first = next(n for n in prepared.graph.nodes if n.op == "call_module")
         assert first.target != "_edgekit_skip_observer"  # the first conv's input observer runs
         prepared(example[0])
@@ -337,16 +353,16 @@ def _observed_ranges(model, example, images, batch_size, method):
     import torch
     from torchao.quantization.pt2e import ObserverBase, quantize_pt2e
 
-    from edgekit.backends.tflite_backend import _quantization_config, _quantizer
+    from edgekit.backends.tflite_quantizer import make_quantizer, quantization_config
 
-    config = _quantization_config(CalibrationSet(images, [], "test", method=method))
+    config = quantization_config(CalibrationSet(images, [], "test", method=method))
     if batch_size == 1:
         exported = torch.export.export(model, example, strict=True).module()
     else:
-        from edgekit.backends.tflite_backend import _export_for_calibration
+        from edgekit.backends.tflite_quantizer import export_for_calibration
 
-        exported, batch_size = _export_for_calibration(model, example)
-    prepared = quantize_pt2e.prepare_pt2e(exported, _quantizer(config))
+        exported, batch_size = export_for_calibration(model, example)
+    prepared = quantize_pt2e.prepare_pt2e(exported, make_quantizer(config))
     x = torch.from_numpy(images)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
@@ -377,7 +393,7 @@ def test_batch_specialised_model_calibrates_image_by_image(backend, calibration,
     it is calibrated one image at a time and still converts to a working int8 model."""
     import torch
 
-    from edgekit.backends.tflite_backend import _export_for_calibration
+    from edgekit.backends.tflite_quantizer import export_for_calibration
 
     class Fixed(torch.nn.Module):
         def __init__(self):
@@ -389,24 +405,16 @@ def test_batch_specialised_model_calibrates_image_by_image(backend, calibration,
             return self.fc(self.conv(x).relu().mean((2, 3)).view(1, -1))
 
     model = Fixed().eval()
-    _, batch = _export_for_calibration(model, (torch.zeros(1, 3, 32, 32),))
+    _, batch = export_for_calibration(model, (torch.zeros(1, 3, 32, 32),))
     assert batch == 1
-    images = np.asarray(calibration.images[:8], np.float32)[:, :, :32, :32]
-    converted = backend._int8(model, (torch.zeros(1, 3, 32, 32),),
-                              CalibrationSet(images, [], "test", method="minmax"),
-                              _quantization_config_for("minmax", images), "NCHW")
-    path = tmp_path / "fixed.tflite"
-    path.write_bytes(_set_io_dtype(converted, "float32"))
+    images = np.ascontiguousarray(np.asarray(calibration.images[:8], np.float32)[:, :, :32, :32])
+    art = backend.convert(ModelSource.from_module(model, resolution=32), "int8",
+                          CalibrationSet(images, [], "test", method="minmax"), tmp_path / "fixed.tflite",
+                          ConvertOptions(io_dtype="float32"))
     with torch.no_grad():
         expected = np.concatenate([model(torch.from_numpy(i[None])).numpy() for i in images])
-    got = backend.load(path).run(images)
+    got = backend.load(art).run(images)
     assert got.shape == (8, 4) and compare(expected, got).sqnr_db > 15
-
-
-def _quantization_config_for(method, images):
-    from edgekit.backends.tflite_backend import _quantization_config
-
-    return _quantization_config(CalibrationSet(images, [], "test", method=method))
 
 
 def _observed_ops(exported) -> list[tuple[str, tuple[bool, ...], bool]]:
@@ -415,11 +423,11 @@ def _observed_ops(exported) -> list[tuple[str, tuple[bool, ...], bool]]:
     import torch
     from torchao.quantization.pt2e import ObserverBase, quantize_pt2e
 
-    from edgekit.backends.tflite_backend import _quantization_config, _quantizer
+    from edgekit.backends.tflite_quantizer import make_quantizer, quantization_config
 
     images = np.zeros((1, 3, 8, 8), np.float32)
-    config = _quantization_config(CalibrationSet(images, [], "zeros", method="minmax"))
-    prepared = quantize_pt2e.prepare_pt2e(exported, _quantizer(config))
+    config = quantization_config(CalibrationSet(images, [], "zeros", method="minmax"))
+    prepared = quantize_pt2e.prepare_pt2e(exported, make_quantizer(config))
 
     def observer(node):
         return getattr(node, "op", None) == "call_module" and \
@@ -437,13 +445,13 @@ def test_calibration_export_is_quantized_as_a_strict_export(arch):
     import torch
 
     from edgekit.backends.same_padding import channels_last_padded
-    from edgekit.backends.tflite_backend import _export_for_calibration, _nhwc_wrapper
+    from edgekit.backends.tflite_quantizer import export_for_calibration
     from edgekit.models import create
 
     model, _ = channels_last_padded(create(arch, resolution=64, width=0.35, padding="tf_same").eval())
-    model = _nhwc_wrapper(model)
+    model = _nhwc_input(model)
     example = (torch.zeros(1, 64, 64, 3),)
-    ours = _observed_ops(_export_for_calibration(model, example)[0])
+    ours = _observed_ops(export_for_calibration(model, example)[0])
     assert ours == _observed_ops(torch.export.export(model, example, strict=True).module())
     adds = [inputs for target, inputs, _ in ours if target == "aten.add.Tensor"]
     assert adds and all(all(inputs) for inputs in adds)
@@ -459,7 +467,7 @@ def test_per_op_times_every_op_alone(int8):
 
     plain = Interpreter(model_path=str(int8.path),
                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    graph_ops = [op["op_name"] for op in plain._get_ops_details()]
+    graph_ops = [op["op_name"] for op in ops_details(plain)]
     result = runner.run({"artifact": str(int8.path), "threads": 1, "iterations": 3, "warmup": 1,
                          "per_op": True, "per_op_runs": 5})
     assert [op["type"] for op in result["per_op"]] == graph_ops  # every op, in graph order
@@ -489,7 +497,7 @@ def test_one_op_model_reproduces_the_op_in_the_graph(int8):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
-    from edgekit.bench.runner import _one_op_model
+    from edgekit.bench.runner import one_op_model
 
     plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     whole = Interpreter(model_path=str(int8.path), experimental_op_resolver_type=plain,
@@ -500,11 +508,11 @@ def test_one_op_model_reproduces_the_op_in_the_graph(int8):
     whole.invoke()
     model = fbu.read_model_from_bytearray(bytearray(int8.path.read_bytes()))
     ops = model.subgraphs[0].operators
-    kinds = [op["op_name"] for op in whole._get_ops_details()]
+    kinds = [op["op_name"] for op in ops_details(whole)]
     picked = [kinds.index(k) for k in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED")]
     for k in picked:
         alone = Interpreter(model_content=bytes(fbu.convert_object_to_bytearray(
-            _one_op_model(fb, model, ops[k]))), experimental_op_resolver_type=plain)
+            one_op_model(fb, model, ops[k]))), experimental_op_resolver_type=plain)
         alone.allocate_tensors()
         buffers = [model.buffers[model.subgraphs[0].tensors[i].buffer].data for i in ops[k].inputs]
         feeds = [i for i, b in zip(ops[k].inputs, buffers) if i >= 0 and (b is None or not len(b))]

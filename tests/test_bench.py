@@ -77,7 +77,7 @@ def test_several_paths_interleaved_rounds(build, tmp_path):
         assert len(rounds) == 3 and r.latency_ms["p50"] == sorted(rounds)[1]
     ups = speedups(results)
     assert ups[1] is not None and ups[2] is None  # the lone file has no fp32 of its own beside it
-    spreads = [row for row in table(results).columns if row.header == "spread"][0]._cells
+    spreads = [row for row in table(results).columns if row.header == "spread"][0].cells
     for r, cell in zip(results, spreads):
         p50s = r.extra["p50_rounds"]
         assert cell == f"{(max(p50s) - min(p50s)) / sorted(p50s)[1]:.0%}"
@@ -162,7 +162,7 @@ def _result(name, p50, threads=None, group="", runtime_threads=None, device="loc
 
 
 def _artifact_cells(t):
-    return next(c for c in t.columns if c.header == "artifact")._cells
+    return list(next(c for c in t.columns if c.header == "artifact").cells)
 
 
 def test_fastest_is_marked_among_single_files_side_by_side():
@@ -185,15 +185,15 @@ def test_no_legend_when_no_row_is_marked():
 
 def test_threads_column_shows_the_default_used():
     t = table([_result("a.tflite", 1.0, runtime_threads=1), _result("b.onnx", 1.0)])
-    assert next(c for c in t.columns if c.header == "thr")._cells == ["1", "default"]
+    assert list(next(c for c in t.columns if c.header == "thr").cells) == ["1", "default"]
 
 
 def test_executed_nodes_skip_ops_a_delegate_took_over():
     # three ops 0 -> 1 -> 2 (tensors 0..3), then one DELEGATE node that replaced ops 0 and 1
     nodes = [{"index": 0, "inputs": [0], "outputs": [1]}, {"index": 1, "inputs": [1], "outputs": [2]},
              {"index": 2, "inputs": [2], "outputs": [3]}, {"index": 3, "inputs": [0], "outputs": [2]}]
-    assert runner._executed_nodes(nodes, [3]) == [2, 3]
-    assert runner._executed_nodes(nodes[:3], [3]) == [0, 1, 2]  # no delegate: every op runs
+    assert runner.executed_nodes(nodes, [3]) == [2, 3]
+    assert runner.executed_nodes(nodes[:3], [3]) == [0, 1, 2]  # no delegate: every op runs
 
 
 def test_fully_delegated_model_runs_one_node(shared):

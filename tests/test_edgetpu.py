@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgekit.backends.base import ConvertOptions, backend_for_path, get_backend, list_backends
-from edgekit.errors import ExternalToolError, InputError
+from edgekit.errors import ConversionError, InputError
 from edgekit.models.loading import load_model
 from edgekit.parity import compare
 from edgekit.source import ModelSource
@@ -255,10 +255,11 @@ exit 1
 """)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "m_int8_edgetpu.tflite"
-    with pytest.raises(ExternalToolError, match="Internal compiler error") as exc:
+    with pytest.raises(ConversionError, match="Internal compiler error") as exc:
         get_backend("edgetpu").convert(small, "int8", calibration, out, UINT8)
-    assert "exit 1" in str(exc.value)
-    assert not out.exists()
+    assert str(exc.value).startswith(f"edgetpu could not convert {small.name} to int8: edgetpu_compiler "
+                                     "failed (exit 1)")
+    assert exc.value.exit_code == 1 and not out.exists()
 
 
 def test_partial_mapping_log():

@@ -11,6 +11,7 @@ import pytest
 from edgekit.bench import emulate
 from edgekit.bench.local import RUNNER
 from edgekit.errors import EdgekitError, MissingToolError, ParityError
+from edgekit.targets import ParitySpec, parse_target
 
 
 def cli(*args, env=None):
@@ -74,6 +75,10 @@ def test_root_dir_env_override(monkeypatch, tmp_path):
     assert emulate.root_dir() == tmp_path / "edgekit" / "aarch64-root"
 
 
+def _ok(precision: str, match: emulate.OutputMatch, parity=ParitySpec()) -> bool:
+    return not emulate.tolerance(parity, precision).failures(match.parity)
+
+
 def test_int8_outputs_compare_in_steps():
     rng = np.random.default_rng(0)
     x86 = rng.integers(-128, 60, size=(4, 1, 50)).astype(np.int8)
@@ -81,14 +86,32 @@ def test_int8_outputs_compare_in_steps():
     arm = x86.copy()
     arm[1, 0, 5] += 1
     m = emulate.compare(x86, arm, (0.25, -10))
-    assert m["max_steps"] == 1 and m["max_abs_diff"] == 0.25 and m["top1_agreement"] == 1.0
-    assert m["reference_max_abs"] == (120 + 10) * 0.25  # dequantized with the zero point
-    assert not m["identical"] and m["sqnr_db"] > 40 and emulate.verdict("int8", m)
+    assert m.max_steps == 1 and m.parity.max_abs_diff == 0.25 and m.parity.top1_agreement == 1.0
+    assert m.parity.reference_max_abs == (120 + 10) * 0.25  # dequantized with the zero point
+    assert not m.identical and m.parity.sqnr_db > 40 and _ok("int8", m)
     same = emulate.compare(x86, x86)
-    assert same["identical"] and same["sqnr_db"] == float("inf")
+    assert same.identical and same.parity.sqnr_db == float("inf")
     noisy = (x86 + rng.integers(-40, 40, size=x86.shape)).clip(-128, 127).astype(np.int8)
     m = emulate.compare(x86, noisy, (0.25, -10))
-    assert m["max_steps"] >= 30 and m["sqnr_db"] < emulate.MIN_SQNR_DB and not emulate.verdict("int8", m)
+    assert m.max_steps >= 30 and m.parity.sqnr_db < 20 and not _ok("int8", m)
+
+
+def test_the_targets_tolerance_between_two_runs():
+    """Twice the target's fp32 allowance (each run may be that far from the source); the int8
+    SQNR floor 10 dB above the target's; a target's own parity section moves both."""
+    default = ParitySpec()
+    assert emulate.tolerance(default, "fp32").to_dict() == {"max_abs_diff": 2e-4}
+    assert emulate.tolerance(default, "int8").to_dict() == {"min_top1_agreement": 0.85, "min_sqnr_db": 20.0}
+    assert emulate.tolerance(default, "unknown") == emulate.tolerance(default, "int8")  # a user's file
+    strict = parse_target({"name": "b", "description": "", "cpu": {"arch": "aarch64", "cores": 4},
+                           "builds": [{"backend": "tflite", "precisions": ["int8"]}],
+                           "parity": {"int8_min_sqnr_db": 25, "fp32_max_abs_diff": 1e-3}}).parity
+    assert emulate.tolerance(strict, "int8").min_sqnr_db == 35
+    x86 = np.zeros((2, 1, 5), np.float32)
+    x86[:, 0, 1] = 10.0
+    arm = x86.copy()
+    arm[0, 0, 2] = 1e-3
+    assert not _ok("fp32", emulate.compare(x86, arm)) and _ok("fp32", emulate.compare(x86, arm), strict)
 
 
 def test_float_outputs():
@@ -97,19 +120,19 @@ def test_float_outputs():
     arm = x86.copy()
     arm[0, 0, 2] = 1.5e-4  # float rounding: within twice convert's fp32 tolerance
     m = emulate.compare(x86, arm)
-    assert m["max_steps"] is None and m["max_abs_diff"] == pytest.approx(1.5e-4)
-    assert emulate.verdict("fp32", m)
+    assert m.max_steps is None and m.parity.max_abs_diff == pytest.approx(1.5e-4)
+    assert _ok("fp32", m)
     arm[0, 0, 2] = 1e-3
-    assert not emulate.verdict("fp32", emulate.compare(x86, arm))
+    assert not _ok("fp32", emulate.compare(x86, arm))
     big = x86 * 100
-    assert emulate.verdict("fp32", emulate.compare(big, big + (arm - x86)))  # scaled to the logits
+    assert _ok("fp32", emulate.compare(big, big + (arm - x86)))  # scaled to the logits
     # a dequantized (ONNX QDQ) output counts steps of its scale
     q = emulate.compare(x86, x86 + np.float32(0.2) * (np.arange(5) == 4), (0.1, 0))
-    assert q["max_steps"] == 2 and q["sqnr_db"] > 20 and emulate.verdict("int8", q)
+    assert q.max_steps == 2 and q.parity.sqnr_db > 20 and _ok("int8", q)
     flipped = x86.copy()
     flipped[1, 0, 0] = 11.0
     f = emulate.compare(x86, flipped)
-    assert f["top1_agreement"] == 0.5 and not emulate.verdict("int8", f)
+    assert f.parity.top1_agreement == 0.5 and not _ok("int8", f)
     with pytest.raises(ValueError, match="shapes differ"):
         emulate.compare(x86, x86[:1])
 
@@ -118,21 +141,30 @@ def test_report_check_names_the_artifacts():
     report = emulate.EmulationReport("aarch64", "cortex-a72", "", {"suite": "bookworm"}, [], "")
     x86 = np.arange(8, dtype=np.int8).reshape(4, 2)
     good = emulate.ArtifactMatch("/b/m_fp32.tflite", "tflite", "fp32", "int8",
-                                 emulate.compare(x86, x86), ok=True)
-    bad = emulate.ArtifactMatch("/b/m_int8.tflite", "tflite", "int8", "int8",
-                                emulate.compare(x86, x86[::-1].copy(), (0.1, 0)))
+                                 emulate.compare(x86, x86).to_dict(), ok=True)
+    differs = emulate.compare(x86, x86[::-1].copy(), (0.1, 0))
+    bad = emulate.ArtifactMatch("/b/m_int8.tflite", "tflite", "int8", "int8", differs.to_dict(),
+                                emulate.tolerance(ParitySpec(), "int8").failures(differs.parity))
     crashed = emulate.ArtifactMatch("/b/m.onnx", "onnxruntime", "fp32", error="Illegal instruction")
     report.matches = [good]
     report.check()
     report.matches = [good, bad, crashed]
-    with pytest.raises(ParityError, match="m_int8.tflite: max 6 quantization.*SQNR.*m.onnx: Illegal"):
+    with pytest.raises(ParityError, match=r"m_int8.tflite: max 6 quantization.*SQNR.*\(SQNR -0.6 dB < 20 dB\); "
+                                          r"m.onnx: Illegal"):
         report.check()
     table = emulate.match_table(report, "t")
     assert table.row_count == 3 and "EMULATED: no timings" in table.caption
+    assert "fp32 max abs diff <= 0.0002 (scaled to the logits); int8 top-1 >= 85%, SQNR >= 20 dB" \
+        in table.caption
+
+
+def test_emulated_backends_are_those_with_aarch64_wheels():
+    assert [b.name for b in emulate.emulated_backends()] == ["onnxruntime", "tflite"]
+    assert list(emulate.wanted_wheels()) == ["numpy", "onnxruntime", "ai-edge-litert"]
 
 
 def test_missing_tools_name_the_packages(monkeypatch):
-    monkeypatch.setattr(emulate, "_find", lambda program: None)
+    monkeypatch.setattr(emulate, "find_program", lambda program: None)
     with pytest.raises(MissingToolError, match=r"needs qemu-aarch64-static: install with "
                                                r"'apt-get install qemu-user-static'"):
         emulate.check_tools(building=False)
@@ -170,7 +202,7 @@ def test_nothing_to_emulate(tmp_path):
 
 @pytest.fixture(scope="module")
 def aarch64_root():
-    missing = [p for p in (emulate.QEMU, "debootstrap") if emulate._find(p) is None]
+    missing = [p for p in (emulate.QEMU, "debootstrap") if emulate.find_program(p) is None]
     if missing:
         pytest.skip(f"needs {' and '.join(missing)} (apt-get install qemu-user-static debootstrap)")
     try:
@@ -217,4 +249,4 @@ def test_emulated_aarch64_outputs_match_x86(aarch64_root, build, tmp_path):
 def test_emulate_single_artifact(aarch64_root, build):
     report = emulate.emulate(build / "model_int8.tflite", n_images=2)
     [m] = report.matches
-    assert m.ok and m.match["n"] == 2 and report.preprocessing == "the manifest's preprocessing"
+    assert m.ok and m.match["n_images"] == 2 and report.preprocessing == "the manifest's preprocessing"

@@ -23,17 +23,28 @@ def test_conversion_error_names_backend_model_precision_and_the_cause():
     assert type(again) is ConversionError and str(again) == str(exc)
 
 
-def _failing_command(monkeypatch, debug: bool):
+def _convert_in_a_library():
+    try:
+        raise ValueError("converter internals\nsecond line")
+    except ValueError as exc:
+        raise ConversionError("tflite", "net", "int8", exc) from exc
+
+
+def _in_a_worker_process():
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1) as pool:  # as convert's worker runs TFLite conversions
+        pool.submit(_convert_in_a_library).result()
+
+
+def _failing_command(monkeypatch, debug: bool, where):
     import click
 
     from edgekit.cli import main as cli_main
 
     @click.command("explode")
     def explode():
-        try:
-            raise ValueError("converter internals\nsecond line")
-        except ValueError as exc:
-            raise ConversionError("tflite", "net", "int8", exc) from exc
+        where()
 
     cli_main.cli.add_command(explode)
     if debug:
@@ -43,9 +54,10 @@ def _failing_command(monkeypatch, debug: bool):
     return cli_main
 
 
+@pytest.mark.parametrize("where", [_convert_in_a_library, _in_a_worker_process])
 @pytest.mark.parametrize("debug", [False, True])
-def test_cli_shows_the_cause_only_when_debugging(monkeypatch, capsys, debug):
-    cli_main = _failing_command(monkeypatch, debug)
+def test_cli_shows_the_cause_only_when_debugging(monkeypatch, capsys, debug, where):
+    cli_main = _failing_command(monkeypatch, debug, where)
     try:
         with pytest.raises(SystemExit) as exited:
             cli_main.main(["explode"])
@@ -55,3 +67,4 @@ def test_cli_shows_the_cause_only_when_debugging(monkeypatch, capsys, debug):
     assert exited.value.code == 1
     assert "error: tflite could not convert net to int8: converter internals" in err
     assert ("Traceback" in err and "second line" in err) == debug
+    assert err.strip().splitlines()[-1].startswith("error: ")  # the one line comes last

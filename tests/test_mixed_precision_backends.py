@@ -129,7 +129,7 @@ def _source_types(op) -> list[str]:
 
 
 def test_openvino_float_layer(openvino, ov_builds):
-    from edgekit.backends.openvino_backend import _core
+    import openvino as ov
 
     plain, mixed = ov_builds
     assert mixed.details["nncf"]["float_layers"] == [FLOAT_LAYER]
@@ -137,7 +137,7 @@ def test_openvino_float_layer(openvino, ov_builds):
     assert mixed.details["ops"]["FakeQuantize"] < plain.details["ops"]["FakeQuantize"]
     # The layer's convolutions read float activations and float32 constant weights; the next
     # block's read FakeQuantize outputs and int8 weights decompressed by a Multiply.
-    convs = {op.get_friendly_name(): op for op in _core().read_model(str(mixed.path)).get_ordered_ops()
+    convs = {op.get_friendly_name(): op for op in ov.Core().read_model(str(mixed.path)).get_ordered_ops()
              if op.get_type_name() in ("Convolution", "GroupConvolution")}
     inside = [op for name, op in convs.items() if name.startswith(f"/features/{FLOAT_LAYER}/")]
     after = [op for name, op in convs.items() if name.startswith("/features/features.2/")]
@@ -180,17 +180,19 @@ def _float_convs(path: Path) -> list[str]:
     interpreter sees them without XNNPACK (BUILTIN_WITHOUT_DEFAULT_DELEGATES)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from edgekit.backends.tflite_session import ops_details
+
     interpreter = Interpreter(model_path=str(path),
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
-    return [op["op_name"] for op in interpreter._get_ops_details()
+    return [op["op_name"] for op in ops_details(interpreter)
             if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")
             and all(dtypes[int(i)] == np.float32 for i in op["inputs"][:2])]
 
 
 def test_tflite_float_layer(tflite, tfl_builds):
-    from edgekit.backends.tflite_backend import op_counts
+    from edgekit.backends.tflite_session import op_counts
 
     plain, mixed = tfl_builds
     assert _float_convs(plain.path) == [] and plain.details["fully_integer"]
@@ -207,7 +209,7 @@ def test_tflite_float_layer(tflite, tfl_builds):
 def test_tflite_float_layer_of_one_op(tflite, source, calibration, outdir):
     """One conv + ReLU6 between quantized tensors: the converter quantized it all the same (the
     build recorded it float and fully_integer); lowered in strict QDQ mode it stays float."""
-    from edgekit.backends.tflite_backend import op_counts
+    from edgekit.backends.tflite_session import op_counts
 
     mixed = tflite.convert(source, "int8", calibration, outdir / "tfl_one_op.tflite",
                            ConvertOptions(layout="NHWC", io_dtype="int8",
@@ -230,7 +232,7 @@ def test_tflite_shared_specs_follow_a_float_layer(tflite):
     from litert_torch.quantize import pt2e_quantizer as pq
     from torchao.quantization.pt2e import quantize_pt2e
 
-    from edgekit.backends.tflite_backend import _quantizer
+    from edgekit.backends.tflite_quantizer import make_quantizer
 
     class Padded(torch.nn.Module):
         def __init__(self):
@@ -245,9 +247,9 @@ def test_tflite_shared_specs_follow_a_float_layer(tflite):
     config = pq.get_symmetric_quantization_config(is_per_channel=True)
     exported = torch.export.export(Padded().eval(), (x,), strict=True).module()
     with pytest.raises(InputError, match="no layer named 'body' in the model"):  # the graph's check
-        quantize_pt2e.prepare_pt2e(exported, _quantizer(config, ("body",)))
+        quantize_pt2e.prepare_pt2e(exported, make_quantizer(config, ("body",)))
     exported = torch.export.export(Padded().eval(), (x,), strict=True).module()
-    prepared = quantize_pt2e.prepare_pt2e(exported, _quantizer(config, ("conv",)))
+    prepared = quantize_pt2e.prepare_pt2e(exported, make_quantizer(config, ("conv",)))
     prepared(x)
     converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
     nodes = [n for n in converted.graph.nodes if n.op == "call_function"]

@@ -56,12 +56,13 @@ def test_onnxruntime_ranges_are_the_exact_tails_of_every_calibrated_tensor(tmp_p
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    from edgekit.backends.onnxruntime_backend import _Reader, export_onnx, prepare_for_quantization
+    from edgekit.backends.onnxruntime_backend import export_onnx, prepare_for_quantization
+    from edgekit.backends.ort_calibration import CalibrationReader
     from edgekit.backends.ort_calibration import percentile_ranges
 
     model = prepare_for_quantization(export_onnx(source, tmp_path / "m.onnx"), tmp_path / "p.onnx")
     name = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-    ranges = percentile_ranges(model, _Reader(calibration, name), {"percentile": 99.9}, tmp_path)
+    ranges = percentile_ranges(model, CalibrationReader(calibration, name), {"percentile": 99.9}, tmp_path)
     calibrator = create_calibrator(str(model), None, augmented_model_path=str(tmp_path / "a.onnx"),
                                    calibrate_method=CalibrationMethod.Percentile)
     assert set(ranges) == set(calibrator.tensors_to_calibrate) and len(ranges) > 40

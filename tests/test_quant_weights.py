@@ -13,17 +13,22 @@ from torch import nn
 from edgekit.models import create
 from edgekit.models.blocks import TFSameConv2d
 from edgekit.models.loading import randomize_statistics
-from edgekit.quant.weights import (QMAX, _nearest, _patches, fold_batchnorm, input_moments,
-                                     round_grouped, round_weights)
+from edgekit.quant.weights import QMAX, fold_batchnorm, input_moments, round_grouped, round_weights
 
 from conftest import shared_path
 
 
+def _nearest(w: torch.Tensor) -> torch.Tensor:
+    """What a backend does with float weights: per-row symmetric int8, scale = |w|max / 127."""
+    absmax = w.abs().amax(-1, keepdim=True)
+    scale = torch.where(absmax > 0, absmax / QMAX, torch.ones_like(absmax))
+    return torch.clamp(torch.round(w / scale), -QMAX, QMAX) * scale
+
+
 def _unfolded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """(groups, group_fan_in, positions), with torch's own unfold."""
     if isinstance(conv, TFSameConv2d):
-        top, bottom = conv._pad(x.shape[-2], conv.kernel_size[0], conv.stride[0], 1)
-        left, right = conv._pad(x.shape[-1], conv.kernel_size[1], conv.stride[1], 1)
-        x = F.pad(x, (left, right, top, bottom))
+        x = F.pad(x, conv.pads(x))
     cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
     g = conv.groups
     cols = cols.view(x.shape[0], g, -1, cols.shape[-1]).permute(1, 2, 0, 3)
@@ -39,11 +44,14 @@ def _unfolded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     TFSameConv2d(6, 6, 3, 2, groups=6),
     TFSameConv2d(4, 4, 5, 2, groups=4),
 ], ids=["dw-s2", "stem", "grouped-5x5", "dilated", "pointwise", "tfsame-dw", "tfsame-5x5"])
-def test_patches_are_what_the_conv_multiplies(conv):
+def test_input_moments_are_over_what_the_conv_multiplies(conv):
+    """H = sum of x x^T over the patches each output position reads, as torch unfolds them."""
     x = torch.randn(2, conv.in_channels, 11, 10)
-    cols = _patches(conv, x)
-    assert torch.equal(cols, _unfolded(conv, x))
-    # and they reproduce the convolution: weight rows x patches = output
+    cols = _unfolded(conv, x)
+    moments = input_moments(nn.Sequential(conv), x.numpy())
+    assert list(moments) == ["0"]
+    assert torch.allclose(moments["0"], torch.bmm(cols, cols.transpose(1, 2)).double(), rtol=1e-5, atol=1e-4)
+    # and the patches are the right ones: weight rows x patches = output
     w = conv.weight.detach().reshape(conv.groups, conv.out_channels // conv.groups, -1)
     out = torch.bmm(w, cols)  # g, rows, N*L
     expected = (conv(x) - (conv.bias.view(1, -1, 1, 1) if conv.bias is not None else 0))

@@ -95,6 +95,11 @@ class Session(ABC):
     def infer(self, native: Any) -> np.ndarray:
         """Run the runtime on a prepared input; returns its raw first output."""
 
+    def output_grid(self) -> tuple[float, int] | None:
+        """(scale, zero point) of the quantization grid the raw output lies on, if any: outputs
+        that differ differ by whole steps of it."""
+        return None
+
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Raw output -> float32 logits (dequantized where needed), shape (num_classes,)."""
         return np.asarray(raw, dtype=np.float32).reshape(-1)
@@ -108,14 +113,25 @@ class Session(ABC):
 
 
 class Backend(ABC):
-    """One row of the backend table: its attributes describe it, its methods do the work."""
+    """One row of the backend table: its attributes describe it, its methods do the work.
+    Everything edgekit knows about a backend is here; the rest of the code reads it from the
+    registry (the functions at the end of this module)."""
 
     name: ClassVar[str]
     suffix: ClassVar[str]  # main artifact suffix (".onnx", ".xml", ".tflite")
+    # How the names of its artifacts end (default: the suffix; the first is what it writes); the
+    # longest match names the backend of a file outside a convert folder (edgetpu's
+    # "_edgetpu.tflite" before ".tflite").
+    name_endings: ClassVar[tuple[str, ...]] = ()
+    sidecars: ClassVar[tuple[str, ...]] = ()  # suffixes of files that travel with it (".bin")
     precisions: ClassVar[tuple[str, ...]]
     extra: ClassVar[str]  # pip extra that installs the runtime
     modules: ClassVar[tuple[str, ...]]  # importable modules the backend needs
     description: ClassVar[str] = ""
+    color: ClassVar[tuple[int, int, int]] = (100, 100, 100)  # its points in the bench chart
+    # PyPI packages (besides numpy) that run its artifacts on an aarch64 board, for
+    # `bench --emulate aarch64`; empty: its artifacts are not emulated.
+    aarch64_wheels: ClassVar[tuple[str, ...]] = ()
     accepts_onnx: ClassVar[bool] = False  # can convert a user's ONNX file (not only nn.Module)
     base: ClassVar[str | None] = None  # e.g. edgetpu builds on tflite's int8 artifact
     mixed_precision: ClassVar[bool] = True  # can keep some layers float in an int8 build
@@ -125,7 +141,8 @@ class Backend(ABC):
     # The calibration method int8 builds use unless one is asked for: the one that measured
     # best here (tools/calibration_table.py; see the README).
     default_calibration_method: ClassVar[str] = "minmax"
-    # The calibration methods its int8 builds support (empty: not said; convert checks them up front)
+    # The calibration methods its int8 builds support (register_backend checks the default is
+    # one of them; convert refuses any other before the first build)
     calibration_methods: ClassVar[tuple[str, ...]] = ()
     # Conversion is single-threaded Python work: `edgekit convert` runs it in a worker process
     # beside the other builds (convert_worker.py).
@@ -164,7 +181,7 @@ class Backend(ABC):
             return False
 
     def filename(self, stem: str, precision: str) -> str:
-        return f"{stem}_{precision}{self.suffix}"
+        return f"{stem}_{precision}{(self.name_endings or (self.suffix,))[0]}"
 
     @abstractmethod
     def convert(self, source: "ModelSource", precision: str, calibration: "CalibrationSet | None",
@@ -195,17 +212,23 @@ def precision_of(integer_weights: bool, float16_weights: bool) -> str:
 
 
 _REGISTRY: dict[str, Backend] = {}
+# The built-in backends' modules. Each imports its runtime (and torch) only when it converts or
+# loads, so reading the registry stays cheap (`edgekit targets`, `--help`).
+BUILTIN_MODULES = ("onnxruntime", "openvino", "tflite", "edgetpu")
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
     if cls.name in _REGISTRY:
         raise ValueError(f"backend {cls.name!r} registered twice")
+    if "int8" in cls.precisions and cls.default_calibration_method not in cls.calibration_methods:
+        raise ValueError(f"backend {cls.name!r}: default calibration method "
+                         f"{cls.default_calibration_method!r} is not among {cls.calibration_methods}")
     _REGISTRY[cls.name] = cls()
     return cls
 
 
 def _load_builtin() -> None:
-    for module in ("onnxruntime", "openvino", "tflite", "edgetpu"):
+    for module in BUILTIN_MODULES:
         try:
             importlib.import_module(f"edgekit.backends.{module}_backend")
         except ModuleNotFoundError as exc:
@@ -226,12 +249,37 @@ def get_backend(name: str) -> Backend:
         raise unknown("backend", name, _REGISTRY) from None
 
 
+def backends() -> list[Backend]:
+    """Every registered backend, by name."""
+    return [get_backend(name) for name in list_backends()]
+
+
+def list_calibration_methods() -> tuple[str, ...]:
+    """Every calibration method some backend supports (the CLI's --calib-method choices); convert
+    refuses one that a build it was asked for does not support."""
+    return tuple(dict.fromkeys(m for b in backends() for m in b.calibration_methods))
+
+
+def artifact_suffixes() -> tuple[str, ...]:
+    """The suffixes of the files edgekit can run (".onnx", ".xml", ".tflite")."""
+    return tuple(dict.fromkeys(b.suffix for b in backends() if b.base is None))
+
+
 def backend_for_path(path: Path) -> Backend:
     """The backend that runs a file, by suffix (a user's own artifact)."""
-    _load_builtin()
     path = Path(path)
-    for backend in _REGISTRY.values():
+    for backend in backends():
         if backend.base is None and path.suffix == backend.suffix:
             return backend
-    suffixes = sorted({b.suffix for b in _REGISTRY.values()})
-    raise InputError(f"don't know how to run {path.name}: expected one of {', '.join(suffixes)}")
+    raise InputError(f"don't know how to run {path.name}: expected one of {', '.join(artifact_suffixes())}")
+
+
+def backend_named_by(path: Path) -> Backend:
+    """The backend whose artifacts are named like ``path`` (a file outside a convert folder):
+    the longest matching name ending, so an Edge TPU model is not taken for a plain .tflite."""
+    name = Path(path).name
+    matches = [(len(end), b) for b in backends() for end in (b.name_endings or (b.suffix,))
+               if name.endswith(end)]
+    if not matches:
+        return backend_for_path(path)  # its error
+    return max(matches, key=lambda m: m[0])[1]

@@ -13,14 +13,18 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..calibration import CalibrationSet
-from ..errors import ExternalToolError, InputError
+from ..errors import ConversionError, ExternalToolError, InputError
 from ..fileio import atomic_path
-from ..source import ModelSource
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, get_backend, register_backend
 from .edgetpu_check import check
-from .tflite_backend import CALIBRATION_METHODS, TFLiteSession, interpreter_api, _runtime_version
+from .tflite_quantizer import CALIBRATION_METHODS
+from .tflite_session import TFLiteSession, interpreter_api, runtime_version
+
+if TYPE_CHECKING:  # annotations only: importing them loads torch
+    from ..calibration import CalibrationSet
+    from ..source import ModelSource
 
 COMPILER = "edgetpu_compiler"
 COMPILER_MISSING = (f"{COMPILER} not found on PATH; install it on Debian/Ubuntu x86-64 from "
@@ -91,6 +95,7 @@ def _tail(text: str, lines: int = 8) -> str:
 class EdgeTPUBackend(Backend):
     name = "edgetpu"
     suffix = ".tflite"
+    name_endings = (COMPILED_SUFFIX, UNCOMPILED_SUFFIX)
     base = "tflite"  # a .tflite file runs through the tflite backend (backend_for_path)
     mixed_precision = False  # the Edge TPU runs fully integer models only
     default_calibration_method = "percentile"  # as tflite, whose int8 model it starts from
@@ -98,6 +103,7 @@ class EdgeTPUBackend(Backend):
     converts_in_python = True
     precisions = ("int8",)
     extra = "tflite"
+    color = (214, 39, 40)
     modules = ("ai_edge_litert",)  # or tflite_runtime, as for tflite
     description = ("Coral Edge TPU: full-integer int8 TFLite, pre-compile op check, "
                    f"{COMPILER} when installed")
@@ -107,10 +113,7 @@ class EdgeTPUBackend(Backend):
 
     def runtime_info(self) -> RuntimeInfo:
         name, _ = interpreter_api()
-        return RuntimeInfo(name, _runtime_version(name), {"compiler": shutil.which(COMPILER) or None})
-
-    def filename(self, stem: str, precision: str) -> str:
-        return f"{stem}_{precision}{COMPILED_SUFFIX}"
+        return RuntimeInfo(name, runtime_version(name), {"compiler": shutil.which(COMPILER) or None})
 
     def require_converter(self) -> None:
         get_backend("tflite").require_converter()
@@ -144,7 +147,7 @@ class EdgeTPUBackend(Backend):
                                notice=f"{COMPILER} not found: wrote the uncompiled full-integer model "
                                       f"{target.name} (runs on the CPU; compile it for the Edge TPU)")
             else:
-                compiled, log = self._compile(compiler, plain, Path(tmp))
+                compiled, log = self._compile(compiler, plain, Path(tmp), source.name)
                 target = out
                 with atomic_path(target) as tmp_out:
                     shutil.copyfile(compiled, tmp_out)
@@ -153,24 +156,26 @@ class EdgeTPUBackend(Backend):
         details["precheck"] = {**report.to_dict(), "path": target.name}  # not the temporary copy
         return Artifact(target, self.name, precision, built.input, [target], details)
 
-    @staticmethod
-    def _compile(compiler: str, model: Path, outdir: Path) -> tuple[Path, str]:
-        """Run the compiler; (compiled file, its summary + operation log)."""
+    def _compile(self, compiler: str, model: Path, outdir: Path, model_name: str) -> tuple[Path, str]:
+        """Run the compiler; (compiled file, its summary + operation log). The compiler failing
+        on the model is a ConversionError; a compiler that cannot be run, an ExternalToolError."""
+        def failed(detail: str) -> ConversionError:
+            return ConversionError(self.name, model_name, "int8", f"{COMPILER} {detail}")
+
         args = [compiler, "-s", "-o", str(outdir), str(model)]
         try:
             proc = subprocess.run(args, check=True, capture_output=True, text=True,
                                   timeout=COMPILE_TIMEOUT_S)
         except subprocess.CalledProcessError as exc:
-            raise ExternalToolError(f"{COMPILER} failed (exit {exc.returncode}) on {model.name}: "
-                                    f"{_tail(exc.stderr) or _tail(exc.stdout)}") from exc
+            raise failed(f"failed (exit {exc.returncode}): {_tail(exc.stderr) or _tail(exc.stdout)}") from exc
         except subprocess.TimeoutExpired as exc:
-            raise ExternalToolError(f"{COMPILER} did not finish within {COMPILE_TIMEOUT_S} s") from exc
+            raise failed(f"did not finish within {COMPILE_TIMEOUT_S} s") from exc
         except OSError as exc:
             raise ExternalToolError(f"cannot run {compiler}: {exc.strerror or exc}") from exc
         compiled = outdir / f"{model.stem}{COMPILED_SUFFIX}"
         if not compiled.is_file():
-            raise ExternalToolError(f"{COMPILER} exited 0 but wrote no {compiled.name}: "
-                                    f"{_tail(proc.stdout)} {_tail(proc.stderr)}".strip())
+            raise failed(f"exited 0 but wrote no {compiled.name}: "
+                         f"{_tail(proc.stdout)} {_tail(proc.stderr)}".strip())
         log = proc.stdout
         log_file = outdir / f"{model.stem}_edgetpu.log"
         if not _TABLE_HEADER.search(log) and log_file.is_file():  # older compilers: table in the .log

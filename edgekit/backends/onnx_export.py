@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConversionError, MissingDependencyError, first_line
 from ..fileio import atomic_path
-from ..source import ModelSource
+
+if TYPE_CHECKING:  # annotations only: importing it loads torch
+    from ..source import ModelSource
 
 OPSET = 17
 

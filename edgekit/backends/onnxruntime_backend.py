@@ -4,18 +4,22 @@ from __future__ import annotations
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..calibration import CalibrationSet
 from ..errors import ConversionError, EdgekitError, InputError, first_line
 from ..fileio import atomic_path
-from ..source import ModelSource
 from .layer_names import onnx_layers, select
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
 from .onnx_export import export_onnx
 from .ort_calibration import METHODS as CALIBRATION_METHODS
+from .ort_calibration import CalibrationReader, calibrate_method, entropy_ranges, percentile_ranges
+
+if TYPE_CHECKING:  # annotations only: importing them loads torch
+    from ..calibration import CalibrationSet
+    from ..source import ModelSource
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
                  "MatMulInteger", "DynamicQuantizeLinear"}
@@ -37,6 +41,7 @@ class OrtSession(Session):
         if profile_dir is not None:
             opts.enable_profiling = True
             opts.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
+        self.path = Path(path)
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -53,20 +58,18 @@ class OrtSession(Session):
     def infer(self, native: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self._name: native})[0]
 
+    def output_grid(self) -> tuple[float, int] | None:
+        """A QDQ model's float output comes from a DequantizeLinear: its scale is the step."""
+        import onnx
+        from onnx import numpy_helper
 
-class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over a CalibrationSet."""
-
-    def __init__(self, calibration: CalibrationSet, input_name: str):
-        self._items = iter(calibration.images)
-        self._name = input_name
-
-    def get_next(self):
-        image = next(self._items, None)
-        return None if image is None else {self._name: image[None]}
-
-    def rewind(self):  # some calibrators call it; a fresh reader is made per conversion
-        pass
+        graph = onnx.load(str(self.path), load_external_data=False).graph
+        name = graph.output[0].name
+        producer = next((n for n in graph.node if name in n.output), None)
+        if producer is None or producer.op_type != "DequantizeLinear":
+            return None
+        scale = next((i for i in graph.initializer if i.name == producer.input[1]), None)
+        return (float(numpy_helper.to_array(scale).reshape(-1)[0]), 0) if scale is not None else None
 
 
 @register_backend
@@ -80,6 +83,8 @@ class OnnxRuntimeBackend(Backend):
     precisions = ("fp32", "int8")
     extra = "onnx"
     modules = ("onnx", "onnxruntime")
+    color = (31, 119, 180)
+    aarch64_wheels = ("onnxruntime",)
     description = "ONNX Runtime (CPU EP): ONNX fp32 and static QDQ int8, per-channel weights"
     accepts_onnx = True
     layer_report_runtime = "ONNX Runtime"
@@ -114,8 +119,6 @@ class OnnxRuntimeBackend(Backend):
                   options: ConvertOptions) -> dict:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-        from .ort_calibration import calibrate_method
-
         qtypes = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         with tempfile.TemporaryDirectory(prefix="edgekit-ort-") as tmp:
             fp32 = export_onnx(source, Path(tmp) / "model_fp32.onnx")
@@ -128,22 +131,21 @@ class OnnxRuntimeBackend(Backend):
             excluded = _nodes_in(prepared, options.float_layers)
             overrides: dict[str, list[dict]] = {}
             if calibration.method in ("entropy", "percentile"):
-                from .ort_calibration import entropy_ranges, percentile_ranges
-
                 ranges = entropy_ranges if calibration.method == "entropy" else percentile_ranges
-                overrides = ranges(prepared, _Reader(calibration, input_name), calibration.options, Path(tmp))
+                overrides = ranges(prepared, CalibrationReader(calibration, input_name), calibration.options,
+                                   Path(tmp))
             if excluded:
                 # An excluded node still reads its input through the 8-bit Q/DQ its producer's
                 # output gets; 16-bit there makes the layer's input float in all but name.
                 for tensor in _inputs_of(prepared, excluded):
                     overrides[tensor] = [{**overrides.get(tensor, [{}])[0], "quant_type": QuantType.QUInt16}]
                 extra = {**extra, "UseQDQContribOps": True}
-            reader = _Reader(calibration, input_name)
+            reader = CalibrationReader(calibration, input_name)
             if overrides:
                 extra = {**extra, "TensorQuantOverrides": overrides}
             if calibration.method in ("entropy", "percentile"):
                 # Every tensor's range is an override: quantize_static's own MinMax pass is moot.
-                reader = _Reader(replace(calibration, images=calibration.images[:1]), input_name)
+                reader = CalibrationReader(replace(calibration, images=calibration.images[:1]), input_name)
             with atomic_path(out) as tmp_out:
                 quantize_static(
                     str(prepared), str(tmp_out), reader,

@@ -47,18 +47,20 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..calibration import CalibrationSet
 from ..errors import ConversionError, EdgekitError, InputError, MissingDependencyError, first_line
 from ..quiet import openvino_telemetry_off
-from ..source import ModelSource
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
 from .layer_names import onnx_layers, select
 from .onnx_export import export_onnx
+
+if TYPE_CHECKING:  # annotations only: importing them loads torch
+    from ..calibration import CalibrationSet
+    from ..source import ModelSource
 
 CALIBRATION_METHODS = ("minmax", "mean_minmax", "percentile")
 DEFAULT_PERCENTILE = 99.999
@@ -193,9 +195,11 @@ class OpenVINOBackend(Backend):
     calibration_methods = CALIBRATION_METHODS
     name = "openvino"
     suffix = ".xml"
+    sidecars = (".bin",)  # the weights
     precisions = ("fp32", "fp16", "int8")
     extra = "openvino"
     modules = ("openvino",)
+    color = (44, 160, 44)
     description = "OpenVINO (CPU): IR fp32, fp16 weights, NNCF int8"
     accepts_onnx = True
 

@@ -2,11 +2,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    from ..calibration import CalibrationSet
+
 
 METHODS = ("minmax", "mean_minmax", "percentile", "entropy")
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol over a CalibrationSet."""
+
+    def __init__(self, calibration: CalibrationSet, input_name: str):
+        self._items = iter(calibration.images)
+        self._name = input_name
+
+    def get_next(self):
+        image = next(self._items, None)
+        return None if image is None else {self._name: image[None]}
+
+    def rewind(self):  # some calibrators call it; a fresh reader is made per conversion
+        pass
 
 
 def calibrate_method(method: str, options: dict):

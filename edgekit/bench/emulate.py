@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from ..backends.base import PRECISIONS, Backend, backends, get_backend
 from ..errors import EdgekitError, ExternalToolError, InputError, MissingToolError, ParityError
-from ..manifest import MANIFEST_NAME, Manifest, _json_safe
-from ..parity import sqnr_db
+from ..manifest import MANIFEST_NAME, Manifest, json_safe
+from ..parity import Parity, Tolerance, compare as parity_compare
 from ..preprocessing import Preprocessing
+from ..targets import ParitySpec, TargetProfile, load_target
 from .local import RUNNER, artifacts_in, run_runner
 
 ARCHES = ("aarch64",)
@@ -45,20 +47,8 @@ GUEST_PYTHON = "/usr/bin/python3.11"
 GUEST_SITE = "/opt/edgekit/site"  # the aarch64 wheels, inside the root
 READY = ".edgekit-root.json"  # written last: the root is complete (and which wheels it holds)
 QEMU = "qemu-aarch64-static"
-WHEELS = ("numpy", "onnxruntime", "ai-edge-litert")
-EMULATED_SUFFIXES = (".tflite", ".onnx")
 DEFAULT_IMAGES = 8
 RUN_TIMEOUT = 3600.0  # one emulated runner invocation (MobileNetV2 fp32: ~4 s an image)
-
-# When aarch64 matches x86. fp32: convert allows each artifact FP32_ABS (scaled to the logits)
-# from the source model, so two runs of it may differ by twice that. Quantized: integer kernels
-# round differently per architecture (ONNX Runtime's requantization does) and a step's
-# difference early on grows through the layers, so bit-exactness is not required: the difference
-# must be >= MIN_SQNR_DB below the output (10x less noise than convert's 10 dB int8 floor allows
-# between artifact and source) and top-1 must agree as often as convert's int8 check requires.
-FP32_ABS = 1e-4
-MIN_SQNR_DB = 20.0
-MIN_TOP1 = 0.85
 
 Say = Callable[[str], None]
 
@@ -105,27 +95,32 @@ def check_tools(building: bool) -> None:
     needed = {QEMU: "qemu-user-static"}
     if building:
         needed.update({"debootstrap": "debootstrap", "dpkg-deb": "dpkg", "tar": "tar"})
-    missing = [program for program in needed if _find(program) is None]
+    missing = [program for program in needed if find_program(program) is None]
     if missing:
         packages = " ".join(dict.fromkeys(needed[p] for p in missing))
         raise MissingToolError(f"--emulate aarch64 needs {', '.join(missing)}: install with "
                                f"'apt-get install {packages}' (Debian/Ubuntu, as root)")
 
 
-def _find(program: str) -> str | None:
+def find_program(program: str) -> str | None:
     """On PATH, or in /usr/sbin (debootstrap's home, off a normal user's PATH)."""
     sbin = Path("/usr/sbin", program)
     return shutil.which(program) or (str(sbin) if sbin.is_file() else None)
 
 
 def _program(name: str) -> str:
-    return _find(name) or name
+    return find_program(name) or name
+
+
+def emulated_backends() -> list[Backend]:
+    """The backends whose artifacts run under emulation: those with aarch64 runtime wheels."""
+    return [b for b in backends() if b.aarch64_wheels]
 
 
 def wanted_wheels() -> dict[str, str | None]:
     """The runtime versions this machine runs, so both sides run the same releases."""
     versions: dict[str, str | None] = {}
-    for package in WHEELS:
+    for package in dict.fromkeys(("numpy", *(w for b in emulated_backends() for w in b.aarch64_wheels))):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -271,8 +266,18 @@ def _versions(wheels: dict[str, str | None]) -> str:
 # -- comparing outputs ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class OutputMatch:
+    parity: Parity  # x86 as the reference
+    max_steps: int | None  # quantized outputs: the largest difference in quantization steps
+    identical: bool
+
+    def to_dict(self) -> dict:
+        return {**self.parity.to_dict(), "max_steps": self.max_steps, "identical": self.identical}
+
+
 def compare(x86: np.ndarray, arm: np.ndarray,
-            quantization: tuple[float, int] | None = None) -> dict:
+            quantization: tuple[float, int] | None = None) -> OutputMatch:
     """Raw outputs of the same inputs, (N, ...) each. ``quantization`` (scale, zero point) of the
     output: integer outputs differ by whole steps and are dequantized for the rest; a float
     output with a scale (ONNX QDQ's final DequantizeLinear) is counted in steps of it."""
@@ -285,19 +290,16 @@ def compare(x86: np.ndarray, arm: np.ndarray,
         steps = int(np.abs(a - b).max()) if a.size else 0
         if scale:
             a, b = (a - zero_point) * scale, (b - zero_point) * scale
-    max_abs = float(np.abs(a - b).max()) if a.size else 0.0
+    parity = parity_compare(a, b)
     if steps is None and scale:
-        steps = round(max_abs / scale)
-    return {"n": len(a), "max_abs_diff": max_abs, "max_steps": steps,
-            "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
-            "sqnr_db": float(sqnr_db(a, b)), "identical": bool(np.array_equal(x86, arm)),
-            "reference_max_abs": float(np.abs(a).max()) if a.size else 0.0}
+        steps = round(parity.max_abs_diff / scale)
+    return OutputMatch(parity, steps, bool(np.array_equal(x86, arm)))
 
 
-def verdict(precision: str, match: dict) -> bool:
-    if precision == "fp32":
-        return match["max_abs_diff"] <= 2 * FP32_ABS * max(1.0, match["reference_max_abs"] / 10)
-    return match["sqnr_db"] >= MIN_SQNR_DB and match["top1_agreement"] >= MIN_TOP1
+def tolerance(parity: ParitySpec, precision: str) -> Tolerance:
+    """How close the two runs of an artifact must be: the target's tolerance for its precision
+    (a precision edgekit did not record, e.g. a user's file: int8's), between two runs."""
+    return parity.tolerance(precision if precision in PRECISIONS else "int8").between_runs()
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -309,7 +311,8 @@ class ArtifactMatch:
     backend: str
     precision: str
     output_dtype: str | None = None
-    match: dict = field(default_factory=dict)
+    match: dict = field(default_factory=dict)  # OutputMatch.to_dict()
+    failures: list[str] = field(default_factory=list)  # outside the tolerance between runs
     ok: bool = False
     error: str | None = None  # the artifact did not run under emulation
     x86_runtime: dict | None = None
@@ -330,6 +333,7 @@ class EmulationReport:
     preprocessing: str
     matches: list[ArtifactMatch] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    parity: ParitySpec = field(default_factory=ParitySpec)  # the target's, else the defaults
 
     def check(self) -> None:
         """A ParityError naming every artifact that failed or differs."""
@@ -338,21 +342,27 @@ class EmulationReport:
             raise ParityError("aarch64 (emulated) differs from x86 or failed for " + "; ".join(bad))
 
     def to_json(self) -> str:
-        return json.dumps(_json_safe({
+        return json.dumps(json_safe({
             "arch": self.arch, "emulated": True, "cpu": self.cpu, "guest": self.guest,
             "images": self.images, "preprocessing": self.preprocessing, "skipped": self.skipped,
             "artifacts": [m.to_dict() for m in self.matches]}), indent=2)
 
 
+def target_of(manifest: Manifest | None) -> TargetProfile | None:
+    """The target a build was made for, when its profile can be read here."""
+    if manifest is None:
+        return None
+    try:
+        return load_target(manifest.target)
+    except EdgekitError:
+        return None
+
+
 def cpu_for(manifest: Manifest | None) -> tuple[str, str]:
     """The qemu CPU model for the manifest's target (its Cortex core), else a generic Armv8.2."""
-    if manifest is not None:
-        from ..targets import load_target
-
-        try:
-            model = load_target(manifest.target).cpu.model
-        except EdgekitError:
-            model = ""
+    target = target_of(manifest)
+    if target is not None:
+        model = target.cpu.model
         found = re.search(r"Cortex-(A\d+)", model)
         if found and f"cortex-{found.group(1).lower()}" in CPUS:
             return f"cortex-{found.group(1).lower()}", f"target {manifest.target}: {model}"
@@ -372,33 +382,11 @@ def _preprocessing(manifest: Manifest | None, session) -> tuple[Preprocessing, s
     return Preprocessing.torchvision(size), f"ImageNet preprocessing at {size}px (no manifest)"
 
 
-def _output_quantization(session, artifact: Path) -> tuple[float, int] | None:
-    """(scale, zero point) of the output: the TFLite output's, or for an ONNX QDQ model the
-    DequantizeLinear that produces its float output (its scale is then the step)."""
-    output = getattr(session, "output", None)
-    if output is not None and output.scale is not None:
-        return float(output.scale), int(output.zero_point or 0)
-    if artifact.suffix != ".onnx":
-        return None
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        return None
-    graph = onnx.load(str(artifact), load_external_data=False).graph
-    name = graph.output[0].name
-    producer = next((n for n in graph.node if name in n.output), None)
-    if producer is None or producer.op_type != "DequantizeLinear":
-        return None
-    scale = next((i for i in graph.initializer if i.name == producer.input[1]), None)
-    return (float(numpy_helper.to_array(scale).reshape(-1)[0]), 0) if scale is not None else None
-
-
 def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMAGES,
             progress: Say | None = None, verify: bool = True) -> EmulationReport:
-    """Run each .tflite/.onnx artifact at ``path`` on this machine and under qemu on the same
-    prepared images and compare the outputs (a build's files checked against its manifest first)."""
-    from ..backends.base import get_backend
+    """Run each artifact at ``path`` that has an aarch64 runtime (emulated_backends) on this
+    machine and under qemu on the same prepared images and compare the outputs within the
+    target's tolerance (a build's files checked against its manifest first)."""
     from ..calibration import load_calibration
 
     say = progress or (lambda _m: None)
@@ -406,19 +394,21 @@ def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMA
         raise InputError(f"cannot emulate {arch}: only {', '.join(ARCHES)}")
     path = Path(path).absolute()
     artifacts = artifacts_in(path, verify)
-    runnable = [a for a in artifacts if a[0].suffix in EMULATED_SUFFIXES and a[1] != "edgetpu"]
+    emulated = [b.name for b in emulated_backends()]
+    runs = f"--emulate runs {' and '.join(emulated)} artifacts"
+    runnable = [a for a in artifacts if a[1] in emulated]
     if not runnable:
-        raise InputError(f"nothing to emulate at {path}: --emulate runs .tflite and .onnx artifacts")
+        raise InputError(f"nothing to emulate at {path}: {runs}")
     root = prepare_root(say)
     manifest = _manifest_of(path)
     cpu, reason = cpu_for(manifest)
     write_cpuinfo(root, cpu)
     ready = read_ready(root) or {}
     guest = {"suite": ready.get("suite", SUITE), "python": GUEST_PYTHON, "wheels": ready.get("wheels")}
-    report = EmulationReport(arch, cpu, reason, guest, [], "")
-    report.skipped = [f"{a[0].name}: " + ("an Edge TPU artifact" if a[1] == "edgetpu" else
-                                          "--emulate runs .tflite and .onnx artifacts")
-                      for a in artifacts if a not in runnable]
+    target = target_of(manifest)
+    report = EmulationReport(arch, cpu, reason, guest, [], "",
+                             parity=target.parity if target is not None else ParitySpec())
+    report.skipped = [f"{a[0].name}: {a[1]} artifact ({runs})" for a in artifacts if a not in runnable]
     images: dict[Preprocessing, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-emulate-") as tmp:
         for i, (artifact, backend, precision, _parity) in enumerate(runnable):
@@ -431,12 +421,13 @@ def emulate(path: str | Path, arch: str = "aarch64", n_images: int = DEFAULT_IMA
             inputs = Path(tmp, f"{i}_inputs.npy")
             np.save(inputs, np.stack([session.prepare(x) for x in images[pre]]))
             report.matches.append(_match(artifact, backend, precision, inputs, root, cpu,
-                                         _output_quantization(session, artifact), say))
+                                         session.output_grid(),
+                                         tolerance(report.parity, precision), say))
     return report
 
 
 def _match(artifact: Path, backend: str, precision: str, inputs: Path, root: Path, cpu: str,
-           quantization: tuple[float, int] | None, say: Say) -> ArtifactMatch:
+           quantization: tuple[float, int] | None, tol: Tolerance, say: Say) -> ArtifactMatch:
     result = ArtifactMatch(str(artifact), backend, precision)
     config = {"artifact": str(artifact), "threads": 1, "inputs": str(inputs)}
     x86_out = inputs.with_name(inputs.stem + "_x86.npy")
@@ -461,8 +452,9 @@ def _match(artifact: Path, backend: str, precision: str, inputs: Path, root: Pat
         result.error = f"the emulated Python reports machine {arm['host']['machine']!r}"
         return result
     result.output_dtype = arm["output_dtype"]
-    result.match = compare(np.load(x86_out), np.load(arm_out), quantization)
-    result.ok = verdict(precision, result.match)
+    output = compare(np.load(x86_out), np.load(arm_out), quantization)
+    result.match, result.failures = output.to_dict(), tol.failures(output.parity)
+    result.ok = not result.failures
     return result
 
 
@@ -473,7 +465,13 @@ def _summary(m: ArtifactMatch) -> str:
     d = m.match
     steps = f"max {d['max_steps']} quantization step(s), " if d.get("max_steps") is not None else ""
     return (f"{steps}max abs diff {d['max_abs_diff']:.3g}, SQNR {d['sqnr_db']:.1f} dB, "
-            f"top-1 agreement {d['top1_agreement']:.0%}")
+            f"top-1 agreement {d['top1_agreement']:.0%}"
+            + (f" ({'; '.join(m.failures)})" if m.failures else ""))
+
+
+def _precisions(report: EmulationReport) -> list[str]:
+    shown = {m.precision if m.precision in PRECISIONS else "int8" for m in report.matches}
+    return [p for p in PRECISIONS if p in shown] or list(PRECISIONS)
 
 
 def _runtime(rt: dict | None) -> str:
@@ -494,7 +492,7 @@ def match_table(report: EmulationReport, title: str) -> Table:
         if m.error:
             cells = [m.output_dtype or "-", "-", "-", "-", "-", "-", f"FAILED: {m.error}"]
         else:
-            cells = [m.output_dtype or "-", str(d["n"]), f"{d['max_abs_diff']:.3g}",
+            cells = [m.output_dtype or "-", str(d["n_images"]), f"{d['max_abs_diff']:.3g}",
                      "-" if d["max_steps"] is None else str(d["max_steps"]), f"{d['sqnr_db']:.1f}",
                      f"{d['top1_agreement']:.0%}",
                      ("identical" if d["identical"] else "yes") if m.ok else "NO"]
@@ -505,8 +503,8 @@ def match_table(report: EmulationReport, title: str) -> Table:
         f"{report.guest['suite']} arm64, Python 3.11",
         "reference: the same runner and inputs on this machine",
         f"inputs: {len(report.images)} bundled photos, {report.preprocessing}",
-        f"match: fp32 max abs diff <= {2 * FP32_ABS:g} (scaled to the logits); quantized SQNR >= "
-        f"{MIN_SQNR_DB:g} dB and top-1 >= {MIN_TOP1:.0%}",
+        "match: the target's parity tolerance between two runs of an artifact: "
+        + "; ".join(f"{p} {tolerance(report.parity, p).describe()}" for p in _precisions(report)),
         "EMULATED: no timings, they would mean nothing",
         *[f"skipped {note}" for note in report.skipped]]
     t.caption = "\n".join(lines)

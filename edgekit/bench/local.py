@@ -9,14 +9,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import EdgekitError, InputError, MissingDependencyError
-from ..backends.base import get_backend
+from ..backends.base import artifact_suffixes, backend_for_path, backend_named_by
 from ..limits import check_threads
 from ..manifest import MANIFEST_NAME, Manifest, verify_artifact
 from ..quiet import native_output_silenced
 
 RUNNER = Path(__file__).with_name("runner.py")
-ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".xml")
-EXTRA_FOR_SUFFIX = {".tflite": "tflite", ".onnx": "onnx", ".xml": "openvino"}
 
 
 @dataclass
@@ -63,17 +61,17 @@ class BenchResult:
 def _guess(path: Path) -> tuple[str, str]:
     """(backend, precision) of a file outside a convert folder: precision from the name when it
     says, else read from the model (its weights' type), else "unknown"."""
-    backend = {".tflite": "tflite", ".onnx": "onnxruntime", ".xml": "openvino"}[path.suffix]
+    backend = backend_named_by(path)
     precision = next((p for p in ("uint8", "int8", "fp16", "fp32") if p in path.stem), None)
-    if "edgetpu" in path.name:
-        backend, precision = "edgetpu", "int8"  # the Edge TPU runs nothing else
+    if len(backend.precisions) == 1:  # the Edge TPU runs int8 only
+        precision = backend.precisions[0]
     if precision is None:
         try:
             with native_output_silenced():
-                precision = get_backend(backend).stored_precision(path)
+                precision = backend.stored_precision(path)
         except (EdgekitError, ValueError, RuntimeError):  # no runtime, unreadable: the run says why
             precision = "unknown"
-    return backend, precision
+    return backend.name, precision
 
 
 def artifacts_in(path: Path, verify: bool = True) -> list[tuple[Path, str, str, dict | None]]:
@@ -82,18 +80,19 @@ def artifacts_in(path: Path, verify: bool = True) -> list[tuple[Path, str, str, 
     path = Path(path)
     if path.is_dir():
         if not (path / MANIFEST_NAME).is_file():
-            found = sorted(p for p in path.iterdir() if p.suffix in ARTIFACT_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.suffix in artifact_suffixes())
             if not found:
-                raise InputError(f"{path} has no {MANIFEST_NAME} and no .tflite/.onnx/.xml files")
+                raise InputError(f"{path} has no {MANIFEST_NAME} and no "
+                                 f"{'/'.join(artifact_suffixes())} files")
             return [(p, *_guess(p), None) for p in found]
         manifest = Manifest.read(path)
         return [(verify_artifact(manifest, a, verify), a.backend, a.precision, a.parity)
                 for a in manifest.artifacts]
     if not path.exists():
         raise InputError(f"artifact not found: {path}")
-    if path.suffix not in ARTIFACT_SUFFIXES:
-        raise InputError(f"cannot benchmark {path.name}: expected a .tflite, .onnx or .xml file "
-                         "or a convert output folder")
+    if path.suffix not in artifact_suffixes():
+        raise InputError(f"cannot benchmark {path.name}: expected a {', '.join(artifact_suffixes())} "
+                         "file or a convert output folder")
     manifest_file = path.parent / MANIFEST_NAME
     if manifest_file.is_file():
         manifest = Manifest.read(path.parent)
@@ -114,9 +113,8 @@ def run_runner(command: list[str], config: dict, timeout: float = 1800,
     data = json.loads(lines[-1])
     if "error" in data:
         if data.get("kind") == "missing_runtime":
-            suffix = Path(config["artifact"]).suffix
             raise MissingDependencyError(data["error"].split(": install one of ")[-1].split(",")[0],
-                                         EXTRA_FOR_SUFFIX.get(suffix, "all"))
+                                         backend_for_path(Path(config["artifact"])).extra)
         if data.get("kind") in ("invalid_model", "bad_input"):  # a corrupt file, too many threads
             raise InputError(data["error"])
         raise EdgekitError(f"benchmark of {config['artifact']} failed: {data['error']}")
@@ -126,10 +124,10 @@ def run_runner(command: list[str], config: dict, timeout: float = 1800,
 def bench_artifact(path: Path, backend: str, precision: str, settings: BenchSettings,
                    parity: dict | None = None) -> BenchResult:
     data = run_runner([sys.executable, str(RUNNER)], settings.runner_config(path))
-    return _result(data, path, backend, precision, parity)
+    return result_from_runner(data, path, backend, precision, parity)
 
 
-def _result(data: dict, path: Path, backend: str, precision: str, parity: dict | None,
+def result_from_runner(data: dict, path: Path, backend: str, precision: str, parity: dict | None,
             device: str = "local", emulated: bool = False) -> BenchResult:
     return BenchResult(
         artifact=str(path), backend=backend, precision=precision, threads=data["threads"],

@@ -35,10 +35,11 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import EdgekitError, InputError, MissingDependencyError, suggest, unknown
+from ..backends.base import backend_for_path
+from ..errors import EdgekitError, InputError, MissingDependencyError, first_line, suggest, unknown
 from ..manifest import MANIFEST_NAME, Manifest
-from ..targets import _build
-from .local import RUNNER, BenchResult, BenchSettings, _result, artifacts_in, warn_ov_precision
+from ..targets import build_dataclass
+from .local import RUNNER, BenchResult, BenchSettings, artifacts_in, result_from_runner, warn_ov_precision
 from .runner import split_ops
 
 INVENTORY_NAME = "devices.yaml"
@@ -111,7 +112,7 @@ def load_inventory(path: str | Path | None = None) -> dict[str, Device]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{path}: invalid YAML: {first_line(exc)}") from None
     return parse_inventory(data, str(path), base=path.parent)
 
 
@@ -131,7 +132,7 @@ def parse_inventory(data, source: str = "<memory>", base: Path | None = None) ->
         where = f"{source}: devices.{name}"
         if isinstance(entry, dict) and "name" in entry:
             raise InputError(f"{where}: unknown key 'name' (the device's name is its key)")
-        device = _build(Device, entry, where)
+        device = build_dataclass(Device, entry, where)
         if not isinstance(device.host, str) or not device.host:
             raise InputError(f"{where}: 'host' must be a host name or address")
         if not isinstance(device.port, int) or not 0 < device.port < 65536:
@@ -298,19 +299,14 @@ def connect(device: Device, trust_new_host: bool = False, timeout: float = CONNE
         client.close()
         if "banner" in str(exc):
             raise EdgekitError(f"{label}: no SSH server answered on {device.host}:{device.port} "
-                               f"({_one_line(exc)})") from None
-        raise EdgekitError(f"{label}: SSH failed: {_one_line(exc)}") from None
+                               f"({first_line(exc)})") from None
+        raise EdgekitError(f"{label}: SSH failed: {first_line(exc)}") from None
     except OSError as exc:  # refused, unreachable, unknown host name
         client.close()
         causes = getattr(exc, "errors", None)  # NoValidConnectionsError: one per address tried
         first = next(iter(causes.values())) if causes else exc
-        reason = first.strerror or _one_line(first)
+        reason = first.strerror or first_line(first)
         raise EdgekitError(f"{label}: cannot reach {device.host}:{device.port}: {reason}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def run_command(client, words: list[str], timeout: float) -> tuple[int, str, str]:
@@ -370,7 +366,7 @@ class RemoteSession:
         try:
             self.sftp.put(str(local), remote)
         except OSError as exc:
-            raise EdgekitError(f"{self.label}: copying {local.name} failed: {_one_line(exc)}") from None
+            raise EdgekitError(f"{self.label}: copying {local.name} failed: {first_line(exc)}") from None
         return remote
 
     def run_runner(self, config: dict, timeout: float = RUN_TIMEOUT) -> dict:
@@ -406,14 +402,14 @@ class RemoteSession:
                 run_command(self.client, ["rm", "-rf", "--", shlex.quote(self.dir)], COMMAND_TIMEOUT)
         except Exception as exc:  # the run's result matters more; say what was left behind
             logging.getLogger(__name__).warning("%s: could not remove %s: %s", self.label, self.dir,
-                                                _one_line(exc))
+                                                first_line(exc))
         finally:
             self.client.close()
 
 
 def _sidecars(artifact: Path) -> list[Path]:
     """Files the runtime needs beside the artifact (OpenVINO's weights)."""
-    return [artifact.with_suffix(".bin")] if artifact.suffix == ".xml" else []
+    return [artifact.with_suffix(suffix) for suffix in backend_for_path(artifact).sidecars]
 
 
 def _put_op_models(session: RemoteSession, artifact: Path) -> dict | None:
@@ -463,7 +459,7 @@ def bench_device(device: Device, artifacts: list[tuple[Path, str, str, dict | No
                     if s.per_op and op_models:
                         config["op_models"] = op_models
                     data = session.run_runner(config)
-                    result = _result(data, artifact, backend, precision, parity, device=device.name)
+                    result = result_from_runner(data, artifact, backend, precision, parity, device=device.name)
                     result.extra.update(remote_dir=session.dir, remote_artifact=data["artifact"],
                                         address=device.address)
                     outcome.results.append(result)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..backends.base import backends
 from ..fileio import atomic_path, write_text_atomic
 from .local import BenchResult
 
@@ -246,10 +247,9 @@ def chart(results: list[BenchResult], path: Path) -> Path | None:
         d.text((L - 50, py(yv) - 6), f"{yv:.1%}", fill="black")
     d.text(((W - R) / 2 - 60, H - 25), "p50 latency (ms)", fill="black")
     d.text((10, 10), "top-1 agreement with the source model", fill="black")
-    colors = {"onnxruntime": (31, 119, 180), "openvino": (44, 160, 44), "tflite": (255, 127, 14),
-              "edgetpu": (214, 39, 40)}
+    colors = {b.name: b.color for b in backends()}
     for idx, (r, a) in enumerate(points):
-        c = colors.get(r.backend, (100, 100, 100))
+        c = colors.get(r.backend, (100, 100, 100))  # a backend edgekit does not know
         x, y = px(r.latency_ms["p50"]), py(a)
         d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=c)
         d.text((x + 7, y - 7), f"{r.precision} t{r.threads or 'd'}", fill=c)

@@ -129,7 +129,7 @@ class TFLiteModel:
                                     "delegate_partitions": names.count("DELEGATE"),
                                     "threads": threads or _tflite_default_threads(package),
                                     "model_ops": len(names) - names.count("DELEGATE"),
-                                    "ops_after_delegation": len(_executed_nodes(
+                                    "ops_after_delegation": len(executed_nodes(
                                         nodes, [d["index"] for d in outputs]))}}
         self.path, self.threads, self.interpreter_mod = path, threads, interpreter_mod
         self.per_op_note = None
@@ -214,7 +214,7 @@ def _tflite_default_threads(package):
     return 1 if package == "ai-edge-litert" else None
 
 
-def _executed_nodes(nodes, output_tensors):
+def executed_nodes(nodes, output_tensors):
     """The nodes that run after delegation. ``_get_ops_details()`` lists every op of the model and
     then one DELEGATE node per partition; the ops a delegate took over stay in the list but do not
     run. Walk back from the outputs through each tensor's producer, a DELEGATE node's outputs
@@ -255,7 +255,7 @@ def split_ops(path):
             continue
         shapes = [graph.tensors[i].shape for i in (op.inputs[0], op.outputs[0]) if i >= 0]
         ops.append({"name": f"#{k} " + " -> ".join("x".join(map(str, sh)) for sh in shapes), "type": kind,
-                    "content": bytes(fbu.convert_object_to_bytearray(_one_op_model(fb, model, op, producers)))})
+                    "content": bytes(fbu.convert_object_to_bytearray(one_op_model(fb, model, op, producers)))})
     return ops, weight_ops
 
 
@@ -272,7 +272,7 @@ def _constant_producers(model):
             for out in op.outputs}
 
 
-def _one_op_model(fb, model, op, producers=None):
+def one_op_model(fb, model, op, producers=None):
     """A model holding ``op`` alone (with the ops that compute its weights from constants): its
     tensors (weights with their buffers), inputs that have no data become the model's inputs,
     its outputs the model's outputs."""

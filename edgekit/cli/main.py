@@ -61,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except EdgekitError as exc:
-        if os.environ.get("EDGEKIT_DEBUG") and exc.__cause__ is not None:
-            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        if os.environ.get("EDGEKIT_DEBUG"):
+            # with its cause chain; an error from convert's worker process carries the worker's
+            # traceback as its cause (concurrent.futures' _RemoteTraceback)
+            traceback.print_exception(exc, file=sys.stderr)
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # a bug, not a user mistake: one line unless debugging

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import EdgekitError, InputError
+from ..errors import EdgekitError, InputError, first_line
 from .capture import END, CaptureThread, Channel, Frame, SourceSpec, make_reader
 from .overlay import FpsMeter, Overlay, short_label
 from .preprocess import FramePreprocessor
@@ -567,8 +567,8 @@ def _summary(classifier: Classifier, options: DemoOptions, spec: SourceSpec, rea
         if isinstance(error, EdgekitError):
             exit_code, message = error.exit_code, str(error)
         else:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            exit_code, message = 1, f"{type(error).__name__}: {first}"
+            name, first = type(error).__name__, first_line(error)
+            exit_code, message = 1, first if first == name else f"{name}: {first}"
     elif ended == "source lost":
         exit_code = SourceLostError.exit_code
         message = (f"{spec.label} stopped delivering frames; {options.reconnect_attempts} reconnect "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import RuntimeInfo, Session, TensorSpec, get_backend
+from ..backends.base import RuntimeInfo, Session, TensorSpec, artifact_suffixes, get_backend
 from ..datasets import background_offset
 from ..errors import EdgekitError, InputError
 from ..limits import check_threads
@@ -25,8 +25,7 @@ from ..manifest import MANIFEST_NAME, ArtifactRecord, Manifest, record_for, veri
 from ..models.meta import ModelMeta
 from ..preprocessing import Preprocessing
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
-ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".xml")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")  # models/weights.py's (which imports torch)
 BENCH_RESULTS = "bench.json"
 PROBE_RUNS = 20
 
@@ -95,16 +94,16 @@ def check_model(path: str | Path | None, weights: str | None = None) -> None:
     """What load_classifier checks without loading anything: a model is given and its file (or
     name) exists. The demo runs it first: before a camera is opened or a probe runs."""
     if path is None and weights is None:
-        raise InputError("give a model: an artifact (.tflite/.onnx/.xml), a convert output folder, "
-                         "a checkpoint (.pth/.safetensors), or a model name with --weights")
+        raise InputError(f"give a model: an artifact ({'/'.join(artifact_suffixes())}), a convert output "
+                         "folder, a checkpoint (.pth/.safetensors), or a model name with --weights")
     if weights is not None:  # PATH is a model name (or omitted): built in PyTorch
-        if path is not None and Path(str(path)).suffix in CHECKPOINT_SUFFIXES + ARTIFACT_SUFFIXES:
+        if path is not None and Path(str(path)).suffix in CHECKPOINT_SUFFIXES + artifact_suffixes():
             raise InputError("--weights goes with a model name (e.g. mobilenet_v2), not a file")
         return
     path = Path(path)
     if path.is_dir() or path.name == MANIFEST_NAME:
         return
-    if path.suffix in CHECKPOINT_SUFFIXES + ARTIFACT_SUFFIXES:
+    if path.suffix in CHECKPOINT_SUFFIXES + artifact_suffixes():
         if not path.is_file():
             kind = "checkpoint" if path.suffix in CHECKPOINT_SUFFIXES else "artifact"
             raise InputError(f"{kind} not found: {path}")
@@ -120,8 +119,8 @@ def check_model(path: str | Path | None, weights: str | None = None) -> None:
             return
         raise InputError(f"not found: {path} (expected an artifact, a convert folder, a checkpoint "
                          "or a model name with --weights)")
-    raise InputError(f"cannot run {path.name}: expected .tflite/.onnx/.xml with a manifest.json "
-                     "beside it, a convert output folder, or a .pth/.safetensors checkpoint")
+    raise InputError(f"cannot run {path.name}: expected {'/'.join(artifact_suffixes())} with a "
+                     "manifest.json beside it, a convert output folder, or a .pth/.safetensors checkpoint")
 
 
 def load_classifier(path: str | Path | None, weights: str | None = None, threads: int | None = None,

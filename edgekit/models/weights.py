@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..fileio import atomic_path
 from .meta import ModelMeta
 from .registry import TORCHVISION_WEIGHTS, from_meta
@@ -95,8 +95,7 @@ def _unpickler_detail(exc: Exception) -> str:
 
 
 def _first_sentence(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.split(". ")[0].rstrip(".")
+    return first_line(exc).split(". ")[0].rstrip(".")
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
