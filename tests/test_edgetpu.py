@@ -205,6 +205,9 @@ def test_compiler_absent_gives_the_uncompiled_model(uncompiled, small, calibrati
     assert uncompiled.details["compiler"] == COMPILER_MISSING
     assert "not found: wrote the uncompiled" in uncompiled.details["notice"]
     assert uncompiled.details["precheck"]["path"] == uncompiled.path.name  # not a deleted temp copy
+    placement = uncompiled.details["placement"]  # what `edgekit check` says, kept in the manifest
+    assert placement["path"] == uncompiled.path.name and placement["backend"] == "edgetpu"
+    assert placement["ops_accelerated"] == placement["ops_total"] == 71 and "all 71 ops" in placement["verdict"]
     assert uncompiled.input.dtype == "uint8" and uncompiled.input.layout == "NHWC"
     assert uncompiled.details["fully_integer"] and uncompiled.details["io_dtype"] == "uint8"
     json.dumps(uncompiled.details)

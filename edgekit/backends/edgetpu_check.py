@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
+from .placement import OpPlacement, Placement
 
 MAPPED = "Mapped to Edge TPU"
 AFTER_CUT = "Supported, but fed by an op that runs on the CPU after the Edge TPU: runs on the CPU"
@@ -197,6 +198,14 @@ class EdgeTpuReport:
                 "summary": self.summary(),
                 "operators": [{"op": k, "count": n, "status": s} for k, n, s in self.table()],
                 "ops": [asdict(op) for op in self.ops]}
+
+    def placement(self) -> Placement:
+        ops = [OpPlacement(op.index, op.op, "Edge TPU" if op.mapped else "CPU", op.mapped,
+                           "" if op.mapped else (op.reason or op.status), op.certain) for op in self.ops]
+        notes = list(self.issues) + sorted({f"{op.op}: {op.caveat}" for op in self.ops if op.caveat})
+        decided = "edgetpu_compiler (already compiled)" if self.compiled else \
+            "Coral's documented requirements and the compiler's observed behaviour (no compiler run)"
+        return Placement(self.path, "edgetpu", "the Edge TPU", ops, self.segments, decided, notes)
 
     def to_text(self) -> str:
         lines = [f"Edge TPU check: {Path(self.path).name}", f"  {self.summary()}", "",

@@ -33,6 +33,8 @@ from ..errors import ConversionError, EdgekitError, InputError, MissingDependenc
 from ..fileio import atomic_path
 from ..quiet import native_output_silenced
 from ..source import FORWARD_BATCH, ModelSource
+from .placement import Placement
+from .tflite_placement import DELEGATE, outside_delegates, xnnpack_placement
 from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, TensorSpec, precision_of,
                    register_backend)
 from .layer_names import GraphNode, assign_layers, select
@@ -129,32 +131,13 @@ def xnnpack_partitions(path: str | Path, threads: int | None = None) -> int:
 
 
 def undelegated_ops(interpreter: Any) -> list[str]:
-    """Op types that run outside the delegate partitions (LiteRT's own kernels).
-
-    An op outside every partition produces a tensor that is needed outside: a delegate input,
-    a model output, or the input of another op outside. Ops inside never do (their results
-    leave the partition only as the DELEGATE node's outputs).
-    """
+    """Op types that run outside the delegate partitions (LiteRT's own kernels); none when no
+    delegate applies at all."""
     details = _ops_details(interpreter)
-    delegates = [d for d in details if d["op_name"] == "DELEGATE"]
-    if not delegates:
+    if not any(d["op_name"] == DELEGATE for d in details):
         return []
-    ops = [d for d in details if d["op_name"] != "DELEGATE"]
-    delegate_out = {int(t) for d in delegates for t in d["outputs"]}
-    needed = {int(t) for d in delegates for t in d["inputs"]}
-    needed |= {int(o["index"]) for o in interpreter.get_output_details()}
-    outside: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for op in ops:
-            outs = {int(t) for t in op["outputs"]}
-            if op["index"] in outside or outs & delegate_out or not outs & needed:
-                continue
-            outside.add(op["index"])
-            needed |= {int(t) for t in op["inputs"]}
-            changed = True
-    return [op["op_name"] for op in ops if op["index"] in outside]
+    outside = outside_delegates(details, {int(o["index"]) for o in interpreter.get_output_details()})
+    return [d["op_name"] for d in details if d["op_name"] != DELEGATE and d["index"] in outside]
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -781,6 +764,11 @@ class TFLiteBackend(Backend):
                     importlib.import_module(module)
             except ImportError:
                 raise MissingDependencyError(package, self.extra) from None
+
+    def placement(self, path: Path) -> Placement:
+        self.require()
+        name, _ = interpreter_api()
+        return xnnpack_placement(Path(path), _make_interpreter(Path(path)), f"{name} {_runtime_version(name)}")
 
     def runtime_info(self) -> RuntimeInfo:
         name, _ = interpreter_api()
