@@ -166,7 +166,7 @@ def test_float_model_maps_nothing():
     report = check(shared_file("models", "vww_96_float.tflite"))
     assert report.first_unsupported == 0 and report.ops_mapped == 0
     assert "float32" in report.ops[0].reason
-    assert "op 0 (CONV_2D) is the first unsupported one" in report.summary()
+    assert "0 of" in report.summary() and "CONV_2D (op 0: float32 tensor)" in report.summary()
 
 
 def test_edgekit_int8_is_fully_mapped_and_fp32_is_not(uncompiled, small, tmp_path):
@@ -180,9 +180,9 @@ def test_edgekit_int8_is_fully_mapped_and_fp32_is_not(uncompiled, small, tmp_pat
     assert all(not op.mapped for op in float_report.ops)
 
 
-def test_cut_after_first_unsupported_op(uncompiled, tmp_path):
-    """A float input makes the first op (QUANTIZE) unsupported: everything after it stays on
-    the CPU although the Edge TPU could run it."""
+def test_float_input_stays_on_the_cpu_and_the_rest_maps(uncompiled, tmp_path):
+    """A float input makes the first op (a float -> int8 QUANTIZE) unsupported; it is on the input
+    side, so every op after it is still mapped (placement by data flow, as the compiler does)."""
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
@@ -193,11 +193,10 @@ def test_cut_after_first_unsupported_op(uncompiled, tmp_path):
     path = tmp_path / "float_front.tflite"
     path.write_bytes(bytes(fbu.convert_object_to_bytearray(model)))
     report = check(path)
-    assert report.first_unsupported == 0 and report.ops_mapped == 0
+    assert report.first_unsupported == 0 and report.ops_mapped == 70 and report.ops_cut == 0
     assert report.ops[0].op == "QUANTIZE" and "float32" in report.ops[0].reason
-    assert report.ops[1].supported and not report.ops[1].mapped
-    assert "after the first unsupported" in report.ops[1].status
-    assert "everything after it (70 more ops) run on the CPU" in report.summary()
+    assert all(op.mapped for op in report.ops[1:])
+    assert "70 of 71 ops would be mapped" in report.summary()
 
 
 def test_compiler_absent_gives_the_uncompiled_model(uncompiled, small, calibration):
@@ -206,6 +205,9 @@ def test_compiler_absent_gives_the_uncompiled_model(uncompiled, small, calibrati
     assert uncompiled.details["compiler"] == COMPILER_MISSING
     assert "not found: wrote the uncompiled" in uncompiled.details["notice"]
     assert uncompiled.details["precheck"]["path"] == uncompiled.path.name  # not a deleted temp copy
+    placement = uncompiled.details["placement"]  # what `edgekit check` says, kept in the manifest
+    assert placement["path"] == uncompiled.path.name and placement["backend"] == "edgetpu"
+    assert placement["ops_accelerated"] == placement["ops_total"] == 71 and "all 71 ops" in placement["verdict"]
     assert uncompiled.input.dtype == "uint8" and uncompiled.input.layout == "NHWC"
     assert uncompiled.details["fully_integer"] and uncompiled.details["io_dtype"] == "uint8"
     json.dumps(uncompiled.details)

@@ -196,6 +196,10 @@ class Backend(ABC):
     def runtime_info(self) -> RuntimeInfo:
         ...
 
+    def placement(self, path: Path) -> "Placement":
+        """Where each op of ``path`` runs on this backend (`edgekit check`)."""
+        raise InputError(f"edgekit check cannot yet tell where the {self.name} backend runs each op")
+
     def describe(self, path: Path) -> Artifact:
         """An Artifact for a file this backend did not build (a user's own .onnx/.xml/.tflite)."""
         session = self.load(path)

@@ -19,6 +19,7 @@ from ..errors import ConversionError, ExternalToolError, InputError
 from ..fileio import atomic_path
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, get_backend, register_backend
 from .edgetpu_check import check
+from .placement import Placement
 from .tflite_quantizer import CALIBRATION_METHODS
 from .tflite_session import TFLiteSession, interpreter_api, runtime_version
 
@@ -154,6 +155,8 @@ class EdgeTPUBackend(Backend):
                 details = dict(built.details, compiled=True, compiler=parse_compiler_log(log),
                                ops=dict(_count(check(target))))
         details["precheck"] = {**report.to_dict(), "path": target.name}  # not the temporary copy
+        # what `edgekit check` says of the file written (the compiler's verdict once compiled)
+        details["placement"] = {**self.placement(target).summary(), "path": target.name}
         return Artifact(target, self.name, precision, built.input, [target], details)
 
     def _compile(self, compiler: str, model: Path, outdir: Path, model_name: str) -> tuple[Path, str]:
@@ -181,6 +184,10 @@ class EdgeTPUBackend(Backend):
         if not _TABLE_HEADER.search(log) and log_file.is_file():  # older compilers: table in the .log
             log += "\n" + log_file.read_text(errors="replace")
         return compiled, log
+
+    def placement(self, path: Path) -> Placement:
+        """The pre-compile check's verdict (for a compiled file: the compiler's)."""
+        return check(path).placement()
 
     def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
         """A compiled model needs the libedgetpu delegate (InputError explains when it is

@@ -1,14 +1,17 @@
-"""Will a .tflite run on the Edge TPU? A pre-compile check from Coral's documented model requirements.
+"""Will a .tflite run on the Edge TPU? A pre-compile check from Coral's documented model requirements
+and the compiler's observed behaviour.
 
 Coral's "TensorFlow models on the Edge TPU" page (coral.ai/docs/edgetpu/models-intro) requires:
 tensors quantized to 8 bits (int8/uint8; int32 only for constant biases and shape/axis arguments),
 static tensor sizes, constant parameters, tensors of at most 3 dimensions (more only when the
 outer ones are 1), one subgraph, and ops from its supported list with their known limitations.
-The compiler maps the ops *before the first unsupported one* into a single Edge TPU custom op;
-that op and everything after it run on the CPU, even ops the Edge TPU could run. This module
-applies those rules to each op in execution order so you know before compiling (or without the
-x86-only compiler at hand) where the graph would be cut. The compiler has the final word: it may
-still leave an op on the CPU for undocumented reasons (tensor sizes, precision of resizes).
+
+Placement follows the data flow, as the compiler does: an op the Edge TPU cannot run stays on the
+CPU, and so does every op that depends on a CPU op fed by the Edge TPU's output (the graph cannot
+return to the Edge TPU once it has left it). Unsupported ops on the input side (a CAST, a float ->
+int8 QUANTIZE) leave the ops after them mapped. Some limits are undocumented (large resizes,
+transposes and reshapes): such verdicts are marked as rules of thumb, not certainties. The
+compiler has the final word.
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
+from .placement import OpPlacement, Placement
 
 MAPPED = "Mapped to Edge TPU"
-AFTER_CUT = "Supported, but after the first unsupported op: runs on the CPU"
+AFTER_CUT = "Supported, but fed by an op that runs on the CPU after the Edge TPU: runs on the CPU"
 COMPILED_OP = "edgetpu-custom-op"
 
 # Op type -> the documented limitation (checked below where a rule exists; "" = none documented).
@@ -69,11 +73,19 @@ SUPPORTED_OPS: dict[str, str] = {
     "SUB": "",
     "SUM": "Cannot operate on the batch dimension.",
     "TANH": "",
+    "TILE": "",
     "TRANSPOSE": "",
     "TRANSPOSE_CONV": "",
 }
 QUANTIZED_TYPES = ("int8", "uint8")
 SOFTMAX_MAX_ELEMENTS = 16000
+# Integer LSTMs keep their cell state and gate intermediates in int16; the compiler maps them anyway.
+INT16_STATE_OPS = ("LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM")
+# Resizes: 2x upscales and same-size resizes were mapped, larger ones (1 -> 33, 33 -> 513) stayed on
+# the CPU "to avoid loss in precision". The exact limit is undocumented.
+RESIZE_MAX_SCALE = 2.0
+# RESHAPE and TRANSPOSE of large tensors were seen left on the CPU ("unspecified limitation").
+LARGE_TENSOR_ELEMENTS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,11 @@ class OpCheck:
     index: int  # position in execution order
     op: str  # TFLite op type, e.g. "CONV_2D"
     supported: bool  # the op itself meets the Edge TPU's requirements
-    mapped: bool  # would run on the Edge TPU: supported and before the first unsupported op
-    reason: str  # why it is not supported ("" when supported)
+    mapped: bool  # would run on the Edge TPU: supported, and not downstream of a CPU op fed by it
+    reason: str = ""  # why it is not supported ("" when supported)
     category: str = ""  # the reason's short form
+    certain: bool = True  # False: an undocumented limit may decide otherwise (see caveat)
+    caveat: str = ""
 
     @property
     def status(self) -> str:
@@ -124,6 +138,23 @@ class EdgeTpuReport:
         return next((op.index for op in self.ops if not op.supported), None)
 
     @property
+    def ops_cut(self) -> int:
+        """Supported ops on the CPU because they follow the Edge TPU's part through a CPU op."""
+        return 0 if self.compiled else sum(op.supported and not op.mapped for op in self.ops)
+
+    @property
+    def segments(self) -> int:
+        """Edge TPU custom ops the compiler makes: one when anything maps (placement by data flow
+        keeps the mapped ops in one region)."""
+        if self.compiled:
+            return sum(op.op == COMPILED_OP for op in self.ops)
+        return int(self.ops_mapped > 0)
+
+    @property
+    def certain(self) -> bool:
+        return all(op.certain for op in self.ops)
+
+    @property
     def all_mapped(self) -> bool:
         return self.ops_total > 0 and self.ops_mapped == self.ops_total and not self.issues
 
@@ -133,15 +164,23 @@ class EdgeTpuReport:
             return (f"already compiled for the Edge TPU: {self.ops_mapped} Edge TPU custom "
                     f"op{'s' if self.ops_mapped != 1 else ''}, {cpu} other op{'s' if cpu != 1 else ''} "
                     "on the CPU")
-        first = self.first_unsupported
-        if first is None:
+        unsupported = [op for op in self.ops if not op.supported]
+        if not unsupported:
             text = f"all {self.ops_total} ops would be mapped to the Edge TPU"
         else:
-            op = self.ops[first]
-            after = self.ops_total - first - 1
+            kinds = ", ".join(f"{op.op} (op {op.index}: {op.category})" for op in unsupported[:3])
+            more = f" and {len(unsupported) - 3} more" if len(unsupported) > 3 else ""
             text = (f"{self.ops_mapped} of {self.ops_total} ops would be mapped to the Edge TPU; "
-                    f"op {first} ({op.op}) is the first unsupported one ({op.reason}), so it and "
-                    f"everything after it ({after} more op{'s' if after != 1 else ''}) run on the CPU")
+                    f"{len(unsupported)} unsupported op{'s' if len(unsupported) != 1 else ''} stay on "
+                    f"the CPU: {kinds}{more}")
+            after = self.ops_cut
+            if after:
+                text += (f"; {after} supported op{'s' if after != 1 else ''} also run on the CPU, "
+                         "fed by a CPU op after the Edge TPU")
+        uncertain = [op for op in self.ops if not op.certain]
+        if uncertain:
+            text += (f"; {len(uncertain)} verdict{'s' if len(uncertain) != 1 else ''} rest on a rule of "
+                     f"thumb ({', '.join(sorted({op.op for op in uncertain}))}): the compiler decides")
         if self.issues:
             text += "; " + "; ".join(self.issues)
         return text
@@ -155,9 +194,18 @@ class EdgeTpuReport:
         return {"path": self.path, "ops_total": self.ops_total, "ops_mapped": self.ops_mapped,
                 "first_unsupported": self.first_unsupported, "all_mapped": self.all_mapped,
                 "subgraphs": self.subgraphs, "issues": list(self.issues), "compiled": self.compiled,
+                "ops_cut": self.ops_cut, "segments": self.segments, "certain": self.certain,
                 "summary": self.summary(),
                 "operators": [{"op": k, "count": n, "status": s} for k, n, s in self.table()],
                 "ops": [asdict(op) for op in self.ops]}
+
+    def placement(self) -> Placement:
+        ops = [OpPlacement(op.index, op.op, "Edge TPU" if op.mapped else "CPU", op.mapped,
+                           "" if op.mapped else (op.reason or op.status), op.certain) for op in self.ops]
+        notes = list(self.issues) + sorted({f"{op.op}: {op.caveat}" for op in self.ops if op.caveat})
+        decided = "edgetpu_compiler (already compiled)" if self.compiled else \
+            "Coral's documented requirements and the compiler's observed behaviour (no compiler run)"
+        return Placement(self.path, "edgetpu", "the Edge TPU", ops, self.segments, decided, notes)
 
     def to_text(self) -> str:
         lines = [f"Edge TPU check: {Path(self.path).name}", f"  {self.summary()}", "",
@@ -190,7 +238,8 @@ class _Graph:
         try:
             self.model = fbu.read_model_from_bytearray(bytearray(path.read_bytes()))
         except Exception as exc:  # a truncated or non-TFLite file
-            raise InputError(f"cannot read TFLite model {path}: {exc}") from exc
+            raise InputError(f"{path.name} is not a valid TFLite model (the flatbuffer does not "
+                             f"parse: {type(exc).__name__})") from exc
         if not self.model.subgraphs:
             raise InputError(f"{path.name} has no subgraph")
         self.graph = self.model.subgraphs[0]
@@ -243,8 +292,10 @@ def _role(op: Any, index: int) -> str:
     return f"input {list(op.inputs).index(index)}"
 
 
-def _tensor_problem(g: _Graph, op: Any, index: int) -> Problem | None:
+def _tensor_problem(g: _Graph, op: Any, index: int, kind: str = "") -> Problem | None:
     dtype, shape, role = g.dtype(index), g.shape(index), _role(op, index)
+    if dtype == "int16" and kind in INT16_STATE_OPS and role not in ("input 0", "output 0"):
+        return None  # the cell state / gate intermediates of an integer LSTM
     signature = g.tensor(index).shapeSignature
     if signature is not None:
         dynamic = [i for i, d in enumerate(signature) if int(d) < 0]
@@ -365,13 +416,52 @@ def _prelu(g: _Graph, op: Any) -> str | None:
     return f"alpha shape {alpha} is not 1-dimensional" if sum(d > 1 for d in alpha) > 1 else None
 
 
+def _resize(g: _Graph, op: Any) -> str | None:
+    scale = _resize_scale(g, op)
+    if scale is not None and scale > RESIZE_MAX_SCALE:
+        return (f"upscales {scale:g}x (resizes beyond {RESIZE_MAX_SCALE:g}x stay on the CPU to avoid "
+                "precision loss)")
+    return None
+
+
+def _resize_scale(g: _Graph, op: Any) -> float | None:
+    """The largest per-axis upscale factor of a resize (NHWC: H and W)."""
+    src, dst = g.shape(op.inputs[0]), g.shape(op.outputs[0])
+    if len(src) != 4 or len(dst) != 4 or min(src[1:3]) <= 0:
+        return None
+    return max(dst[1] / src[1], dst[2] / src[2])
+
+
+def _resize_caveat(g: _Graph, op: Any) -> str:
+    scale = _resize_scale(g, op)
+    if scale is not None and scale == 1:
+        return ""
+    return ("the compiler's resize limit is undocumented (2x was mapped, 15x was not; large outputs "
+            "have stayed on the CPU)")
+
+
+def _large_tensor_caveat(g: _Graph, op: Any) -> str:
+    elements = int(np.prod(g.shape(op.inputs[0]) or [1]))
+    if elements <= LARGE_TENSOR_ELEMENTS:
+        return ""
+    return (f"{elements} elements: large {g.op_name(op)}s have been left on the CPU for an "
+            "unspecified limitation")
+
+
+# Ops whose verdict an undocumented limit can overturn: op type -> the caveat ("" = none here).
+CAVEATS: dict[str, Callable[[_Graph, Any], str]] = {
+    "RESIZE_BILINEAR": _resize_caveat, "RESIZE_NEAREST_NEIGHBOR": _resize_caveat,
+    "RESHAPE": _large_tensor_caveat, "TRANSPOSE": _large_tensor_caveat,
+}
+
+
 RULES: dict[str, Callable[[_Graph, Any], str | None]] = {
     "AVERAGE_POOL_2D": _no_fused, "MAX_POOL_2D": _no_fused, "CONCATENATION": _concatenation,
     "CONV_2D": _same_dilation, "DEPTHWISE_CONV_2D": _same_dilation,
     "FULLY_CONNECTED": _fully_connected, "MEAN": _reduction(1, channel_rule=True),
     "SUM": _reduction(1, False), "REDUCE_MAX": _reduction(1, False), "REDUCE_MIN": _reduction(1, False),
     "PAD": _pad, "PACK": _pack, "SPLIT": _split(0), "SPLIT_V": _split(2), "SOFTMAX": _softmax,
-    "PRELU": _prelu,
+    "PRELU": _prelu, "RESIZE_BILINEAR": _resize, "RESIZE_NEAREST_NEIGHBOR": _resize,
 }
 
 
@@ -382,7 +472,7 @@ def _check_op(g: _Graph, op: Any, kind: str) -> Problem | None:
     # Tensor rules apply to the data tensors; a constant int32 bias or shape argument is fine.
     for index in [*op.inputs, *op.outputs]:
         if index >= 0:
-            problem = _tensor_problem(g, op, index)
+            problem = _tensor_problem(g, op, index, kind)
             if problem:
                 return problem
     rule = RULES.get(kind)
@@ -395,21 +485,48 @@ def check(path: str | Path) -> EdgeTpuReport:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"TFLite model not found: {path}")
-    g = _Graph(path)
+    try:
+        return _check(path, _Graph(path))
+    except (IndexError, KeyError, AttributeError, TypeError, ValueError) as exc:
+        # a flatbuffer that parses but does not hold a consistent TFLite graph
+        raise InputError(f"{path.name} is not a valid TFLite model ({type(exc).__name__} reading "
+                         "its graph)") from exc
+
+
+def _check(path: Path, g: _Graph) -> EdgeTpuReport:
     issues = []
     subgraphs = len(g.model.subgraphs)
     if subgraphs > 1:
         issues.append(f"{subgraphs} subgraphs: the Edge TPU compiler supports one (ops in the "
                       "others stay on the CPU)")
-    kinds = [g.op_name(op) for op in g.graph.operators or []]
+    operators = list(g.graph.operators or [])
+    kinds = [g.op_name(op) for op in operators]
     compiled = COMPILED_OP in kinds
-    problems = [None if kind == COMPILED_OP else _check_op(g, op, kind)
-                for op, kind in zip(g.graph.operators or [], kinds)]
     if compiled:  # the compiler already decided: its custom op runs on the TPU, the rest on the CPU
         cpu = Problem("left on the CPU by the compiler", "not part of the Edge TPU custom op")
-        problems = [None if kind == COMPILED_OP else cpu for kind in kinds]
-    first = next((i for i, p in enumerate(problems) if p is not None), len(problems))
-    ops = [OpCheck(i, kind, p is None, p is None and (compiled or i < first), str(p) if p else "",
-                   p.category if p else "")
-           for i, (kind, p) in enumerate(zip(kinds, problems))]
+        ops = [OpCheck(i, kind, True, True) if kind == COMPILED_OP else
+               OpCheck(i, kind, False, False, str(cpu), cpu.category) for i, kind in enumerate(kinds)]
+        return EdgeTpuReport(str(path), ops, subgraphs, issues, compiled)
+    problems = [_check_op(g, op, kind) for op, kind in zip(operators, kinds)]
+    mapped = _placed_by_data_flow(operators, [p is None for p in problems])
+    ops = []
+    for i, (op, kind, problem) in enumerate(zip(operators, kinds, problems)):
+        caveat = CAVEATS[kind](g, op) if kind in CAVEATS else ""
+        ops.append(OpCheck(i, kind, problem is None, mapped[i], str(problem) if problem else "",
+                           problem.category if problem else "", certain=not caveat, caveat=caveat))
     return EdgeTpuReport(str(path), ops, subgraphs, issues, compiled)
+
+
+def _placed_by_data_flow(operators: list[Any], supported: list[bool]) -> list[bool]:
+    """Which ops the compiler maps: supported ones that do not depend on a CPU op that itself
+    depends on the Edge TPU (ops are in execution order, so producers come first)."""
+    producer: dict[int, int] = {}
+    mapped, after_tpu, cut = [False] * len(operators), [False] * len(operators), [False] * len(operators)
+    for i, op in enumerate(operators):
+        sources = [producer[t] for t in op.inputs if t >= 0 and t in producer]
+        after_tpu[i] = any(mapped[p] or after_tpu[p] for p in sources)
+        cut[i] = any(cut[p] or (not mapped[p] and after_tpu[p]) for p in sources)
+        mapped[i] = supported[i] and not cut[i]
+        for t in op.outputs:
+            producer[int(t)] = i
+    return mapped

@@ -16,6 +16,8 @@ from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, Tens
 from .onnx_export import export_onnx
 from .ort_calibration import METHODS as CALIBRATION_METHODS
 from .ort_calibration import CalibrationReader, calibrate_method, entropy_ranges, percentile_ranges
+from .onnxruntime_placement import ort_placement
+from .placement import Placement
 
 if TYPE_CHECKING:  # annotations only: importing them loads torch
     from ..calibration import CalibrationSet
@@ -169,6 +171,12 @@ class OnnxRuntimeBackend(Backend):
             raise InputError(f"cannot read ONNX model {Path(path).name}: {exc}") from exc
         return precision_of(bool({node.op_type for node in model.graph.node} & QUANTIZED_OPS),
                             any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer))
+
+    def placement(self, path: Path) -> Placement:
+        self.require()
+        import onnxruntime as ort
+
+        return ort_placement(Path(path), f"onnxruntime {ort.__version__}")
 
     def load(self, artifact: Artifact | Path, threads: int | None = None) -> Session:
         self.require()

@@ -57,6 +57,8 @@ from .base import (Artifact, Backend, ConvertOptions, RuntimeInfo, Session, Tens
                    register_backend)
 from .layer_names import onnx_layers, select
 from .onnx_export import export_onnx
+from .openvino_placement import openvino_placement
+from .placement import Placement
 
 if TYPE_CHECKING:  # annotations only: importing them loads torch
     from ..calibration import CalibrationSet
@@ -250,6 +252,12 @@ class OpenVINOBackend(Backend):
         if not path.is_file():
             raise InputError(f"model file not found: {path}")
         return OpenVINOSession(path, threads, inference_precision, performance_hint)
+
+    def placement(self, path: Path) -> Placement:
+        """As a deployment compiles it: the device's default inference precision."""
+        session = self.load(path, inference_precision=None)
+        return openvino_placement(Path(path), session.compiled, f"openvino {_short_version()} ({DEVICE})",
+                                  _precision(session._model) == "int8")
 
     def describe(self, path: Path) -> Artifact:
         session = self.load(path)

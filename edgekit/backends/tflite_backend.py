@@ -31,6 +31,8 @@ from ..errors import ConversionError, EdgekitError, InputError, MissingDependenc
 from ..fileio import atomic_path
 from ..quiet import native_output_silenced
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, precision_of, register_backend
+from .placement import Placement
+from .tflite_placement import xnnpack_placement
 from .tflite_flatbuffer import integer_io, set_io_dtype
 from .tflite_quantizer import (CALIBRATION_METHODS, export_for_calibration, make_quantizer,
                                observing_producers_only, quantization_config, threads_for_batch)
@@ -133,6 +135,11 @@ class TFLiteBackend(Backend):
                     importlib.import_module(module)
             except ImportError:
                 raise MissingDependencyError(package, self.extra) from None
+
+    def placement(self, path: Path) -> Placement:
+        self.require()
+        name, _ = interpreter_api()
+        return xnnpack_placement(Path(path), make_interpreter(Path(path)), f"{name} {runtime_version(name)}")
 
     def runtime_info(self) -> RuntimeInfo:
         name, _ = interpreter_api()

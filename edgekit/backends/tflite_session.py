@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError, first_line
 from ..quiet import native_output_silenced
 from .base import RuntimeInfo, Session, TensorSpec
+from .tflite_placement import DELEGATE, outside_delegates
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 EDGETPU_LIBRARY = "libedgetpu.so.1"
@@ -99,32 +100,13 @@ def xnnpack_partitions(path: str | Path, threads: int | None = None) -> int:
 
 
 def undelegated_ops(interpreter: Any) -> list[str]:
-    """Op types that run outside the delegate partitions (LiteRT's own kernels).
-
-    An op outside every partition produces a tensor that is needed outside: a delegate input,
-    a model output, or the input of another op outside. Ops inside never do (their results
-    leave the partition only as the DELEGATE node's outputs).
-    """
+    """Op types that run outside the delegate partitions (LiteRT's own kernels); none when no
+    delegate applies at all."""
     details = ops_details(interpreter)
-    delegates = [d for d in details if d["op_name"] == "DELEGATE"]
-    if not delegates:
+    if not any(d["op_name"] == DELEGATE for d in details):
         return []
-    ops = [d for d in details if d["op_name"] != "DELEGATE"]
-    delegate_out = {int(t) for d in delegates for t in d["outputs"]}
-    needed = {int(t) for d in delegates for t in d["inputs"]}
-    needed |= {int(o["index"]) for o in interpreter.get_output_details()}
-    outside: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for op in ops:
-            outs = {int(t) for t in op["outputs"]}
-            if op["index"] in outside or outs & delegate_out or not outs & needed:
-                continue
-            outside.add(op["index"])
-            needed |= {int(t) for t in op["inputs"]}
-            changed = True
-    return [op["op_name"] for op in ops if op["index"] in outside]
+    outside = outside_delegates(details, {int(o["index"]) for o in interpreter.get_output_details()})
+    return [d["op_name"] for d in details if d["op_name"] != DELEGATE and d["index"] in outside]
 
 
 def _dtype_name(dtype: Any) -> str:
