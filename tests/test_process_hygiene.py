@@ -2,6 +2,7 @@
 helper that ignores SIGTERM (both hung `edgekit convert` at exit on a machine without network)."""
 import os
 import signal
+import time
 
 import pytest
 
@@ -26,9 +27,10 @@ def test_a_forked_child_stuck_in_native_code_dies_on_sigterm():
         if pid == 0:
             try:
                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
-                os.sigwait([signal.SIGUSR1])  # blocks in native code, as the stuck child did
+                signal.sigwait([signal.SIGUSR1])  # blocks in native code, as the stuck child did
             finally:
                 os._exit(0)
+        time.sleep(0.3)  # let it block
         os.kill(pid, signal.SIGTERM)
         _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
