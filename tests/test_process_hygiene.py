@@ -32,8 +32,21 @@ def test_a_forked_child_stuck_in_native_code_dies_on_sigterm():
                 os._exit(0)
         time.sleep(0.3)  # let it block
         os.kill(pid, signal.SIGTERM)
-        _, status = os.waitpid(pid, 0)
+        status = _wait(pid)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+def _wait(pid: int, seconds: float = 10.0) -> int:
+    """waitpid, but a child that ignores SIGTERM fails the test instead of hanging it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child ignored SIGTERM")
 
 
 def test_openvino_telemetry_is_declined():
