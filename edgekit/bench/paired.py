@@ -8,6 +8,7 @@ stable, and a bootstrap over the paired samples says how sure it is.
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -155,3 +156,33 @@ def bench_paired(paths: list[str | Path], threads: int | None = None, pairs: int
               "warmup": warmup, "ov_precision": ov_precision}
     data = run_runner([sys.executable, str(RUNNER)], {**config, "artifact": "paired run"})
     return compare(data, items, first)
+
+
+def bench_paired_device(paths: list[str | Path], device, threads: int | None = None,
+                        pairs: int = DEFAULT_PAIRS, warmup: int = 50, baseline: str | None = None,
+                        ov_precision: str | None = None, verify: bool = True,
+                        trust_new_host: bool = False) -> PairedComparison:
+    """The same on a device over SSH: its runner does the alternation there."""
+    from .remote import RemoteSession, _paramiko, _sidecars
+
+    _paramiko()
+    check_threads(threads)
+    check_pairs(pairs)
+    items = paired_items(paths, verify)
+    first = pick_baseline(items, baseline)
+    session = RemoteSession(device, trust_new_host)
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgekit-paired-") as tmp:
+            remote = []
+            for i, (_g, path, _b, _p) in enumerate(items):
+                # numbered names: two builds' model_int8.tflite must not overwrite each other there
+                for f in [*[x for x in _sidecars(path) if x.is_file()], path]:
+                    link = Path(tmp) / f"{i}_{f.name}"
+                    link.symlink_to(f.resolve())
+                    copied = session.put(link)
+                remote.append(copied)
+            data = session.run_runner({"paired": remote, "artifact": "paired run", "threads": threads,
+                                       "pairs": pairs, "warmup": warmup, "ov_precision": ov_precision})
+    finally:
+        session.close()
+    return compare(data, items, first, device=device.name)
