@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgekit.backends.base import ConvertOptions, get_backend
-from edgekit.bench.paired import bench_paired, ratio_of_medians
+from edgekit.bench.paired import bench_paired, ratio_of_medians, to_csv
 from edgekit.errors import InputError
 from edgekit.models.loading import load_model
 from edgekit.source import ModelSource
@@ -58,6 +58,8 @@ def test_four_times_the_pixels_is_slower_and_the_baseline_can_be_chosen(onnx_pai
     assert flipped.baseline.artifact == str(onnx_pair[128]) and flipped.ratios[0].ratio < 1.0
     data = flipped.to_dict()
     assert data["ratios"][0]["speedup"] > 1.0 and data["baseline"] == str(onnx_pair[128])
+    rows = to_csv([flipped]).splitlines()
+    assert rows[0].startswith("device,threads,pairs,artifact") and len(rows) == 3
 
 
 def test_errors(onnx_pair, tmp_path):

@@ -65,21 +65,47 @@ class Ratio:
 class PairedComparison:
     threads: int | None
     pairs: int
-    timings: list[PairedTiming]
-    ratios: list[Ratio]
+    timings: list[PairedTiming]  # the baseline first
+    ratios: list[Ratio]  # every other artifact against the baseline
     device: str = "local"
     host: dict = field(default_factory=dict)
+    samples: list[np.ndarray] = field(default_factory=list, repr=False)  # per timing, paired by index
 
     @property
     def baseline(self) -> PairedTiming:
         return self.timings[0]
 
+    def ratio(self, base: int, other: int) -> Ratio:
+        """Any two of the artifacts: they all ran in the same alternation."""
+        r, low, high = ratio_of_medians(self.samples[base], self.samples[other])
+        return Ratio(self.timings[other].artifact, self.timings[base].artifact, r, low, high)
+
+    def vs_fp32(self) -> dict[int, Ratio]:
+        """Timing index -> its ratio to the fp32 artifact of the same backend and build."""
+        out = {}
+        for i, t in enumerate(self.timings):
+            if t.precision == "fp32":
+                continue
+            fp32 = [j for j, u in enumerate(self.timings)
+                    if u.precision == "fp32" and u.backend == t.backend and u.group == t.group]
+            if fp32:
+                out[i] = self.ratio(fp32[0], i)
+        return out
+
+    def fastest(self) -> int:
+        return min(range(len(self.timings)), key=lambda i: self.timings[i].latency_ms["p50"])
+
     def to_dict(self) -> dict:
+        vs = self.vs_fp32()
         return {"threads": self.threads, "pairs": self.pairs, "device": self.device, "host": self.host,
                 "baseline": self.baseline.artifact,
-                "timings": [asdict(t) for t in self.timings],
-                "ratios": [{**asdict(r), "speedup": r.speedup, "distinguishable": r.distinguishable}
-                           for r in self.ratios]}
+                "timings": [{**asdict(t), "vs_fp32": _ratio_dict(vs[i]) if i in vs else None}
+                            for i, t in enumerate(self.timings)],
+                "ratios": [_ratio_dict(r) for r in self.ratios]}
+
+
+def _ratio_dict(r: Ratio) -> dict:
+    return {**asdict(r), "speedup": r.speedup, "distinguishable": r.distinguishable}
 
 
 def ratio_of_medians(baseline: np.ndarray, other: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -111,11 +137,10 @@ def compare(data: dict, items: list[tuple[str, Path, str, str]], baseline: int =
     order = [baseline] + [i for i in range(len(timings)) if i != baseline]
     timings = [timings[i] for i in order]
     samples = [np.asarray(results[i]["samples_ms"]) for i in order]
-    ratios = []
-    for timing, s in zip(timings[1:], samples[1:]):
-        ratio, low, high = ratio_of_medians(samples[0], s)
-        ratios.append(Ratio(timing.artifact, timings[0].artifact, ratio, low, high))
-    return PairedComparison(data["threads"], data["pairs"], timings, ratios, device, data.get("host", {}))
+    result = PairedComparison(data["threads"], data["pairs"], timings, [], device, data.get("host", {}),
+                              samples)
+    result.ratios = [result.ratio(0, i) for i in range(1, len(timings))]
+    return result
 
 
 MAX_PAIRS = 1_000_000
@@ -186,3 +211,64 @@ def bench_paired_device(paths: list[str | Path], device, threads: int | None = N
     finally:
         session.close()
     return compare(data, items, first, device=device.name)
+
+
+def table(result: PairedComparison):
+    """A rich table: p50/p90 per artifact, time vs the baseline and speed vs fp32, with intervals."""
+    from rich.table import Table
+
+    where = "" if result.device == "local" else f" on {result.device}"
+    t = Table(title=f"edgekit bench --paired{where}: {result.pairs} alternating invocations each, "
+                    f"threads {result.threads or 'default'}", title_justify="left")
+    for c in ("artifact", "backend", "precision", "p50 ms", "p90 ms", "time vs baseline", "vs fp32"):
+        t.add_column(c, justify="left" if c in ("artifact", "backend", "precision") else "right")
+    vs = result.vs_fp32()
+    fastest = result.fastest()
+    for i, timing in enumerate(result.timings):
+        lat = timing.latency_ms
+        base = "baseline" if i == 0 else _interval(result.ratios[i - 1].ratio, result.ratios[i - 1].low,
+                                                    result.ratios[i - 1].high)
+        speed = "-" if i not in vs else _interval(vs[i].speedup, 1 / vs[i].high, 1 / vs[i].low) + " faster"
+        p50 = f"{lat['p50']:.3f}" + (" *" if i == fastest else "")
+        t.add_row(_short(timing), timing.backend, timing.precision, p50, f"{lat['p90']:.3f}", base, speed)
+    t.caption = ("ratios of medians over the paired invocations, 95% bootstrap intervals in brackets; "
+                 "* fastest")
+    if len({timing.backend for timing in result.timings}) > 1:
+        t.caption += ("; several runtimes share this process: one's idle worker threads can still "
+                      "spin during another's invocation")
+    return t
+
+
+CSV_COLUMNS = ("device", "threads", "pairs", "artifact", "backend", "precision", "p50_ms", "p90_ms",
+               "vs_baseline", "vs_baseline_low", "vs_baseline_high", "speedup_vs_fp32",
+               "speedup_vs_fp32_low", "speedup_vs_fp32_high")
+
+
+def to_csv(results: list[PairedComparison]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for result in results:
+        vs = result.vs_fp32()
+        for i, timing in enumerate(result.timings):
+            base = result.ratios[i - 1] if i else None
+            fp32 = vs.get(i)
+            writer.writerow([result.device, result.threads or "", result.pairs, timing.artifact, timing.backend,
+                             timing.precision, f"{timing.latency_ms['p50']:.4f}", f"{timing.latency_ms['p90']:.4f}",
+                             *(("1", "1", "1") if base is None else
+                               (f"{base.ratio:.4f}", f"{base.low:.4f}", f"{base.high:.4f}")),
+                             *(("", "", "") if fp32 is None else
+                               (f"{fp32.speedup:.4f}", f"{1 / fp32.high:.4f}", f"{1 / fp32.low:.4f}"))])
+    return out.getvalue()
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{value:.3f}x ({low:.3f}-{high:.3f})"
+
+
+def _short(timing: PairedTiming) -> str:
+    name = Path(timing.artifact).name
+    return f"{Path(timing.group).name}/{name}" if timing.group and Path(timing.group).is_dir() else name
