@@ -342,3 +342,17 @@ def test_device_runner_refuses_more_threads_than_its_cores_take(home, sshd, onnx
     [failure] = outcome.failures
     assert failure.exit_code == 2 and "threads 100000 is not in 1.." in failure.message
     assert failure.message.startswith("device 'pi'")
+
+
+def test_paired_comparison_on_a_device(home, sshd, onnx_model, tmp_path):
+    """The device's runner alternates the two; same-named files of two folders do not collide."""
+    from edgekit.bench.paired import bench_paired_device
+
+    twin = tmp_path / "other" / onnx_model.name
+    twin.parent.mkdir()
+    twin.write_bytes(onnx_model.read_bytes())
+    [device] = resolve_devices(["pi"], inventory(tmp_path / "devices.yaml", sshd, pi={}))
+    result = bench_paired_device([onnx_model, twin], device, threads=1, pairs=200, warmup=5)
+    assert result.device == "pi" and [t.n for t in result.timings] == [200, 200]
+    (ratio,) = result.ratios
+    assert 0.5 < ratio.ratio < 2.0 and ratio.low <= ratio.ratio <= ratio.high

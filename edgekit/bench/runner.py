@@ -478,25 +478,74 @@ def _save_outputs(model, config: dict, path: str, threads, load_ms: float) -> di
             "inference_seconds": seconds, "host": _host()}
 
 
-def run(config: dict) -> dict:
-    path = config["artifact"]
-    threads = _check_threads(config.get("threads"))  # before any interpreter exists
+def _load(path: str, threads, ov_precision=None):
+    """(model, load ms) for one artifact in this process."""
     suffix = os.path.splitext(path)[1]
     if suffix not in RUNTIMES:
         raise ValueError(f"unsupported artifact {path}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"artifact not found: {path}")
-    rss_before = _rss_mb()
     module, package = _import_runtime(suffix)
     cls = {".tflite": TFLiteModel, ".onnx": OnnxModel, ".xml": OpenVINOModel}[suffix]
-    extra = {"precision": config["ov_precision"]} if suffix == ".xml" and config.get("ov_precision") else {}
-    rss_runtime = _rss_mb()
+    extra = {"precision": ov_precision} if suffix == ".xml" and ov_precision else {}
     t0 = time.perf_counter_ns()
     try:
         model = cls(path, threads, module, package, **extra)
     except InvalidModel as exc:
         raise InvalidModel(f"{os.path.basename(path)} is not a valid {FORMATS[suffix]}: {exc}") from None
-    load_ms = (time.perf_counter_ns() - t0) / 1e6
+    return model, (time.perf_counter_ns() - t0) / 1e6
+
+
+def run_paired(config: dict) -> dict:
+    """Every artifact loaded in this one process, then single invocations alternated in a rotating
+    order (A B, B A, ... for two), so that the machine's slow spells hit each artifact alike; the
+    raw samples go back for the ratio's confidence interval."""
+    threads = _check_threads(config.get("threads"))
+    paths = list(config["paired"])
+    if len(paths) < 2:
+        raise BadInput("a paired benchmark needs at least two artifacts")
+    pairs = int(config.get("pairs") or 1000)
+    if not 1 <= pairs <= 1_000_000:
+        raise BadInput(f"pairs must be between 1 and 1000000, not {pairs}")
+    models, loads, loaded = [], [], {}
+    for path in paths:
+        # one session per file: the same file named twice is the same model (two sessions of one
+        # model differed by up to 7% here under load, an effect of where their buffers landed)
+        key = os.path.realpath(path)
+        if key not in loaded:
+            loaded[key] = _load(path, threads, config.get("ov_precision"))
+        model, load_ms = loaded[key]
+        models.append(model)
+        loads.append(load_ms)
+    for model in models:
+        for _ in range(int(config.get("warmup", 10)) + 1):
+            model.infer()
+    samples = [[] for _ in models]
+    k = len(models)
+    for i in range(pairs):
+        for j in [(i + r) % k for r in range(k)]:
+            t0 = time.perf_counter_ns()
+            models[j].infer()
+            samples[j].append((time.perf_counter_ns() - t0) / 1e6)
+    return {"paired": True, "threads": threads, "pairs": pairs, "host": _host(), "peak_rss_mb": _rss_mb(),
+            "results": [{"artifact": path, "runtime": model.runtime, "load_ms": load_ms,
+                         "latency_ms": _stats(s), "samples_ms": [round(x, 5) for x in s]}
+                        for path, model, load_ms, s in zip(paths, models, loads, samples)]}
+
+
+def run(config: dict) -> dict:
+    if config.get("paired"):
+        return run_paired(config)
+    path = config["artifact"]
+    threads = _check_threads(config.get("threads"))  # before any interpreter exists
+    suffix = os.path.splitext(path)[1]
+    if suffix in RUNTIMES and not os.path.isfile(path):
+        raise FileNotFoundError(f"artifact not found: {path}")
+    rss_before = _rss_mb()
+    if suffix in RUNTIMES:
+        _import_runtime(suffix)
+    rss_runtime = _rss_mb()
+    model, load_ms = _load(path, threads, config.get("ov_precision"))
     if config.get("inputs"):
         return _save_outputs(model, config, path, threads, load_ms)
     t0 = time.perf_counter_ns()
