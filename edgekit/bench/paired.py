@@ -188,7 +188,7 @@ def bench_paired_device(paths: list[str | Path], device, threads: int | None = N
                         ov_precision: str | None = None, verify: bool = True,
                         trust_new_host: bool = False) -> PairedComparison:
     """The same on a device over SSH: its runner does the alternation there."""
-    from .remote import RemoteSession, _paramiko, _sidecars
+    from .remote import RemoteSession, _paramiko, sidecars
 
     _paramiko()
     check_threads(threads)
@@ -201,7 +201,7 @@ def bench_paired_device(paths: list[str | Path], device, threads: int | None = N
             remote = []
             for i, (_g, path, _b, _p) in enumerate(items):
                 # numbered names: two builds' model_int8.tflite must not overwrite each other there
-                for f in [*[x for x in _sidecars(path) if x.is_file()], path]:
+                for f in [*[x for x in sidecars(path) if x.is_file()], path]:
                     link = Path(tmp) / f"{i}_{f.name}"
                     link.symlink_to(f.resolve())
                     copied = session.put(link)

@@ -407,7 +407,7 @@ class RemoteSession:
             self.client.close()
 
 
-def _sidecars(artifact: Path) -> list[Path]:
+def sidecars(artifact: Path) -> list[Path]:
     """Files the runtime needs beside the artifact (OpenVINO's weights)."""
     return [artifact.with_suffix(suffix) for suffix in backend_for_path(artifact).sidecars]
 
@@ -446,7 +446,7 @@ def bench_device(device: Device, artifacts: list[tuple[Path, str, str, dict | No
     try:
         for artifact, backend, precision, parity in artifacts:
             try:
-                for extra in _sidecars(artifact):
+                for extra in sidecars(artifact):
                     if extra.is_file():
                         session.put(extra)
                 remote = session.put(artifact)
