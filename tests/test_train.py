@@ -180,7 +180,7 @@ ERRORS = {
     "val classes differ": "only in --data: cat; only in --val: kitten",
     "val split too small": "leaves no image to validate on",
     "out is an input": "would overwrite the input",
-    "out is the data folder": "a checkpoint name ends in",
+    "out is the data folder": "would overwrite the input",
 }
 
 

@@ -82,11 +82,11 @@ def _check_out(out: Path, inputs: list[Path]) -> None:
     from ..fileio import check_outputs
     from ..models.weights import CHECKPOINT_SUFFIXES
 
+    check_outputs([("--out", out)], inputs=inputs)
     if out.suffix not in CHECKPOINT_SUFFIXES:
         raise InputError(f"--out {out}: a checkpoint name ends in {', '.join(CHECKPOINT_SUFFIXES)}")
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a checkpoint file name (e.g. {out / 'model.pth'})")
-    check_outputs([("--out", out)], inputs=inputs)
 
 
 def _check_images(files: list[Path], pre) -> "np.ndarray":
