@@ -71,8 +71,12 @@ def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
             raise InputError(f"{where}: class index {cls} outside the model's {num_classes} classes")
         return k
 
+    folders: dict[str, list[Path]] = {}
+    entries = _entries(path, folders)
+    for name in folders:  # an unknown class is named even when its folder is empty
+        resolve(name, str(path / name))
     files, targets = [], []
-    for f, cls, where in _entries(path):
+    for f, cls, where in entries:
         files.append(f)
         targets.append(resolve(cls, where))
     if not files:
@@ -83,9 +87,9 @@ def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
     return LabelledSet([files[i] for i in order], np.asarray([targets[i] for i in order]), str(path))
 
 
-def _entries(path: Path, empty_classes: list[str] | None = None) -> list[tuple[Path, str, str]]:
+def _entries(path: Path, folders: dict[str, list[Path]] | None = None) -> list[tuple[Path, str, str]]:
     """(image file, class as written, where it was written) for a folder of class subfolders or
-    a TSV of path<TAB>class; the names of class folders without images go to ``empty_classes``."""
+    a TSV of path<TAB>class; for a folder, ``folders`` gets each class folder's images."""
     if path.is_file() and path.suffix.lower() in (".tsv", ".txt"):
         entries = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -104,8 +108,8 @@ def _entries(path: Path, empty_classes: list[str] | None = None) -> list[tuple[P
         entries = []
         for d in classes:
             found = [(f, d.name, str(d)) for f in sorted(p for p in d.rglob("*") if is_image_file(p))]
-            if not found and empty_classes is not None:
-                empty_classes.append(d.name)
+            if folders is not None:
+                folders[d.name] = [f for f, _, _ in found]
             entries.extend(found)
         return entries
     if not path.exists():
@@ -132,8 +136,9 @@ def load_classed(path: str | Path) -> ClassedSet:
     class names taken from the data. An empty class folder is an error: its class could never be
     learned."""
     path = Path(path)
-    empty: list[str] = []
-    entries = _entries(path, empty)
+    folders: dict[str, list[Path]] = {}
+    entries = _entries(path, folders)
+    empty = [name for name, images in folders.items() if not images]
     if empty:
         others = f" (and {len(empty) - 1} more class folders)" if len(empty) > 1 else ""
         raise InputError(f"class folder {path / empty[0]} has no images{others}: add images or remove it")
