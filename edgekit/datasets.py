@@ -71,8 +71,27 @@ def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
             raise InputError(f"{where}: class index {cls} outside the model's {num_classes} classes")
         return k
 
+    folders: dict[str, list[Path]] = {}
+    entries = _entries(path, folders)
+    for name in folders:  # an unknown class is named even when its folder is empty
+        resolve(name, str(path / name))
+    files, targets = [], []
+    for f, cls, where in entries:
+        files.append(f)
+        targets.append(resolve(cls, where))
+    if not files:
+        raise InputError(f"no labelled images in {path}")
+    order = list(range(len(files)))
+    if limit is not None and limit < len(files):
+        order = sorted(random.Random(seed).sample(order, limit))
+    return LabelledSet([files[i] for i in order], np.asarray([targets[i] for i in order]), str(path))
+
+
+def _entries(path: Path, folders: dict[str, list[Path]] | None = None) -> list[tuple[Path, str, str]]:
+    """(image file, class as written, where it was written) for a folder of class subfolders or
+    a TSV of path<TAB>class; for a folder, ``folders`` gets each class folder's images."""
     if path.is_file() and path.suffix.lower() in (".tsv", ".txt"):
-        files, targets = [], []
+        entries = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
@@ -80,28 +99,55 @@ def load_labelled(path: str | Path, labels: list[str] | None, num_classes: int,
             if len(parts) < 2:
                 raise InputError(f"{path}:{n}: expected path<TAB>class")
             f = Path(parts[0])
-            files.append(f if f.is_absolute() else path.parent / f)
-            targets.append(resolve(parts[1], f"{path}:{n}"))
-    elif path.is_dir():
-        classes = sorted(p for p in path.iterdir() if p.is_dir())
+            entries.append((f if f.is_absolute() else path.parent / f, parts[1].strip(), f"{path}:{n}"))
+        return entries
+    if path.is_dir():
+        classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not classes:
             raise InputError(f"{path} has no class subfolders (or pass a TSV of path<TAB>class)")
-        files, targets = [], []
+        entries = []
         for d in classes:
-            k = resolve(d.name, str(d))
-            for f in sorted(p for p in d.rglob("*") if is_image_file(p)):
-                files.append(f)
-                targets.append(k)
-    elif not path.exists():
+            found = [(f, d.name, str(d)) for f in sorted(p for p in d.rglob("*") if is_image_file(p))]
+            if folders is not None:
+                folders[d.name] = [f for f, _, _ in found]
+            entries.extend(found)
+        return entries
+    if not path.exists():
         raise InputError(f"labelled data not found: {path}")
-    else:
-        raise InputError(f"{path}: expected a folder of class subfolders or a .tsv file")
-    if not files:
+    raise InputError(f"{path}: expected a folder of class subfolders or a .tsv file")
+
+
+@dataclass
+class ClassedSet:
+    """Labelled images whose class names come from the data itself (training): ``labels`` sorted,
+    ``targets`` indices into them."""
+
+    files: list[Path]
+    targets: np.ndarray
+    labels: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def load_classed(path: str | Path) -> ClassedSet:
+    """A folder of class subfolders (class = folder name) or a TSV of path<TAB>class, with its
+    class names taken from the data. An empty class folder is an error: its class could never be
+    learned."""
+    path = Path(path)
+    folders: dict[str, list[Path]] = {}
+    entries = _entries(path, folders)
+    empty = [name for name, images in folders.items() if not images]
+    if empty:
+        others = f" (and {len(empty) - 1} more class folders)" if len(empty) > 1 else ""
+        raise InputError(f"class folder {path / empty[0]} has no images{others}: add images or remove it")
+    if not entries:
         raise InputError(f"no labelled images in {path}")
-    order = list(range(len(files)))
-    if limit is not None and limit < len(files):
-        order = sorted(random.Random(seed).sample(order, limit))
-    return LabelledSet([files[i] for i in order], np.asarray([targets[i] for i in order]), str(path))
+    labels = sorted({cls for _, cls, _ in entries})
+    index = {name: i for i, name in enumerate(labels)}
+    return ClassedSet([f for f, _, _ in entries], np.asarray([index[c] for _, c, _ in entries]), labels,
+                      str(path))
 
 
 def load_images(dataset: LabelledSet, pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[Path]]:

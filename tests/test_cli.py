@@ -26,9 +26,11 @@ def test_models_json_keys():
     out = run("models", "--json")
     assert out.returncode == 0
     rows = json.loads(out.stdout)
-    assert {tuple(sorted(r)) for r in rows} == {("macs", "name", "params", "resolution", "width")}
+    assert {tuple(sorted(r)) for r in rows} == {("builtin_weights", "macs", "name", "params", "resolution", "width")}
     v2 = next(r for r in rows if r["name"] == "mobilenet_v2" and r["width"] == 1.0)
     assert v2["params"] == 3_504_872 and v2["macs"] == 300_774_272
+    assert v2["builtin_weights"] == "mobilenet_v2_1.0_224"
+    assert next(r for r in rows if r["name"] == "mobilenet_v3_large")["builtin_weights"] is None
     assert isinstance(v2["width"], float) and isinstance(v2["macs"], int)
 
 

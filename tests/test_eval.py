@@ -265,3 +265,25 @@ def test_bare_artifact_with_normalisation(setup, tmp_path):
         (tmp_path / "l.txt").write_text("a\nb\n")
         done = cli(*args)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_checkpoint_runs_in_onnxruntime_with_pytorch_results(setup):
+    """A checkpoint is evaluated in ONNX Runtime (checked against PyTorch first): the same top-1
+    for every image as PyTorch's own forward."""
+    from edgekit.datasets import load_images
+    from edgekit.forward import fastest_runner
+    from edgekit.models.weights import load_checkpoint
+    from edgekit.source import ModelSource
+
+    tmp, ckpt, data = setup
+    model = load_checkpoint(ckpt)
+    dataset = load_labelled(data, list(LABELS), 4)
+    images, _, _ = load_images(dataset, model.meta.preprocessing)
+    runner = fastest_runner(model, model.meta, images)
+    assert runner.runtime == "onnxruntime", runner.why
+    ours, torch_logits = runner.run(images), ModelSource.from_module(model).reference(images)
+    assert (ours.argmax(1) == torch_logits.argmax(1)).all()
+    assert abs(ours - torch_logits).max() <= 1e-3 * abs(torch_logits).max()
+    said = []
+    evaluate([ckpt], data, progress=said.append)
+    assert any("run in onnxruntime (checked against PyTorch first)" in m for m in said)

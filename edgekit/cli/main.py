@@ -33,7 +33,7 @@ def _register() -> None:
     cli.add_command(models_cmd.models)
     cli.add_command(weights_cmd.weights)
     for module_name in ("targets_cmd", "convert_cmd", "quant_report_cmd", "bench_cmd", "eval_cmd",
-                        "demo_cmd", "check_cmd"):
+                        "demo_cmd", "check_cmd", "train_cmd"):
         try:
             module = __import__(f"edgekit.cli.{module_name}", fromlist=["command"])
         except ModuleNotFoundError as exc:

@@ -20,10 +20,12 @@ def _millions(n: int) -> str:
 @json_option
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
-    """List the standard MobileNet variants with parameters and multiply-accumulates (MACs).
+    """List the standard MobileNet variants with parameters and multiply-accumulates (MACs), and
+    which have ImageNet weights built in (what convert, train and demo use without --weights).
 
     MACs count Conv2d (incl. depthwise and squeeze-excite) and Linear layers for one image.
     """
+    from ..models import builtin
     from ..models.accounting import count
 
     if ctx.invoked_subcommand is not None:
@@ -31,18 +33,23 @@ def models(ctx: click.Context, as_json: bool) -> None:
     rows = []
     for v in STANDARD_VARIANTS:
         acc = count(create(v.name, width=v.width, resolution=v.resolution), v.resolution)
+        weights = builtin.find(v.name, v.width)
         rows.append({"name": v.name, "width": v.width, "resolution": v.resolution,
-                     "params": acc.params, "macs": acc.macs})
+                     "params": acc.params, "macs": acc.macs,
+                     "builtin_weights": weights.name if weights else None})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="edgekit models", title_justify="left")
-    for col in ("name", "width", "resolution", "params", "MACs"):
-        table.add_column(col, justify="left" if col == "name" else "right")
+    for col in ("name", "width", "resolution", "params", "MACs", "built-in ImageNet weights"):
+        table.add_column(col, justify="left" if col in ("name", "built-in ImageNet weights") else "right")
     for r in rows:
         table.add_row(r["name"], f"{r['width']:g}", str(r["resolution"]), _millions(r["params"]),
-                      _millions(r["macs"]))
-    make_console().print(table)
+                      _millions(r["macs"]), r["builtin_weights"] or "-")
+    console = make_console()
+    console.print(table)
+    console.print("Without built-in weights: --weights FILE (a checkpoint, or `edgekit weights "
+                  "import`) or --weights random.", highlight=False)
 
 
 @models.command("show", help=f"Per-layer parameters and MACs of one model ({model_names()}).")
