@@ -22,7 +22,7 @@ from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
 from .errors import EdgekitError, InputError, ParityError
 from .fileio import cleanup_on_sigterm, publish, staged_folder
-from .manifest import CHECKPOINT_SHA256, MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
+from .manifest import BENCH_CHART, CHECKPOINT_SHA256, MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
 from .parity import Tolerance, compare
 from .source import ModelSource
 from .targets import TargetProfile
@@ -36,8 +36,6 @@ ARTIFACT_STEM = "model"
 MIN_AGREEMENT_IMAGES = 50  # fewer parity images: top-1 agreement is too coarse to enforce
 
 REPORT_IMAGES = 32  # images the per-layer report runs on when mixed precision needs a ranking
-# `edgekit bench DIR` draws its results there: it shows the artifacts of the build it measured
-BENCH_CHART = "bench.png"
 
 Progress = Callable[[str], None]
 
