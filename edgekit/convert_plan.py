@@ -114,7 +114,7 @@ def plan_build(target: str | TargetProfile = "rpi4", model: nn.Module | str | Pa
         get_backend(job.build.backend).require()
     _check_calibration_method(jobs, quant.calib_method)
     if val_size is not None:
-        _at_least(val_size, 1, "--val-size")
+        _at_least(val_size, 1, "validation size")
     out_dir = Path(out) if out is not None else Path("build") / profile.name
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output folder {out_dir} is a file, not a folder")
