@@ -154,7 +154,7 @@ def load(model: PathLike, weights: str | None = None, *, width: float | None = N
     built-in ImageNet weights; "imagenet", "random", or a state_dict file) as `--model/--weights`."""
     from .models.loading import load_model
 
-    if Path(model).suffix in CHECKPOINT_SUFFIXES or Path(model).is_file():
+    if Path(model).suffix in CHECKPOINT_SUFFIXES:
         if weights is not None:
             raise InputError(f"{model} is a checkpoint already: give no weights")
         return load_model(None, str(model), width=width, resolution=resolution, num_classes=num_classes)

@@ -72,7 +72,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
             precision: str | Iterable[str] | None = None, backend: str | Iterable[str] | None = None,
             out: str | Path | None = None, val: str | Path | None = None,
             val_size: int | None = None, check: bool = True,
-            max_accuracy_drop: float | None = None, float_layers: Iterable[str] = (),
+            max_accuracy_drop: float | None = None, float_layers: str | Iterable[str] = (),
             max_float_layers: int | None = None, weight_rounding: str = "optimal",
             bias_correction: bool = True, parallel: bool = True, normalisation: str | None = None,
             labels: list[str] | None = None, progress: Progress | None = None) -> Manifest:
@@ -96,7 +96,7 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     quant = QuantPlan(calib=calib, calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size,
                       calib_method=calib_method or BACKEND_DEFAULT, calib_options=calib_options or {},
                       weight_rounding=weight_rounding, bias_correction=bias_correction,
-                      float_layers=tuple(float_layers), max_accuracy_drop=max_accuracy_drop,
+                      float_layers=float_layers, max_accuracy_drop=max_accuracy_drop,
                       max_float_layers=max_float_layers)
     plan = plan_build(target, model, quant=quant, weights=weights, width=width, resolution=resolution,
                       normalisation=normalisation, labels=labels, precision=precision, backend=backend,

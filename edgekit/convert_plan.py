@@ -47,7 +47,7 @@ class QuantPlan:
     which ``calib_size`` are sampled; ``calib_method``: "default" (each backend's best measured)
     or a method every int8 backend built supports, with ``calib_options``; ``weight_rounding`` and
     ``bias_correction``: the int8 recipe (quant/__init__.py); ``float_layers``: module paths kept
-    float; ``max_accuracy_drop`` (points) with at most ``max_float_layers``: the accuracy budget
+    float (or "a,b"); ``max_accuracy_drop`` (points) with at most ``max_float_layers``: the accuracy budget
     (quant/mixed_precision.py)."""
 
     calib: Path | None = None
@@ -63,7 +63,8 @@ class QuantPlan:
     def __post_init__(self) -> None:
         if self.calib is not None:
             _set(self, "calib", _existing(self.calib, "calibration images", folder=True))
-        _set(self, "float_layers", tuple(n.strip() for n in self.float_layers if n.strip()))
+        layers = self.float_layers.split(",") if isinstance(self.float_layers, str) else self.float_layers
+        _set(self, "float_layers", tuple(n.strip() for n in layers if n.strip()))
         _set(self, "calib_options", dict(self.calib_options))
         _at_least(self.calib_size, 1, "calibration size")
         if self.weight_rounding not in ROUNDINGS:

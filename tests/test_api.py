@@ -85,6 +85,7 @@ def test_quant_plan_refuses_bad_values_when_made(values, message):
 def test_quant_plan_is_frozen_and_normalised(tmp_path):
     plan = QuantPlan(calib=str(tmp_path), float_layers=(" features.1 ", "", "classifier"))
     assert plan.calib == tmp_path and plan.float_layers == ("features.1", "classifier")
+    assert QuantPlan(float_layers="features.1, classifier,").float_layers == ("features.1", "classifier")
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.weight_rounding = "nearest"
 

@@ -83,7 +83,7 @@ def command(target, model, weights, labels, width, resolution, calib, calib_size
                            calib=calib, calib_size=calib_size, calib_method=calib_method,
                            precision=precision or None, backend=backend or None, out=out, val=val,
                            max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
-                           float_layers=float_layers.split(","), weight_rounding=weight_rounding,
+                           float_layers=float_layers, weight_rounding=weight_rounding,
                            bias_correction=bias_correction, check=not no_check,
                            parallel=not serial, normalisation=normalisation,
                            labels=read_labels(labels) if labels else None, progress=progress)
