@@ -11,34 +11,31 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from .backends.base import PRECISIONS, Artifact, Backend, ConvertOptions, get_backend, list_backends
+from .backends.base import Artifact, Backend, ConvertOptions, get_backend
 from .calibration import CalibrationSet, load_calibration
-from .choices import DEFAULT_CALIB_SIZE, ROUNDINGS
+from .choices import DEFAULT_CALIB_SIZE
+from .convert_plan import (BACKEND_DEFAULT, BuildPlan, Job, QuantPlan, abridged, plan_build,
+                           resolve_source)
 from .convert_worker import ConvertWorker, result as worker_result
 from .datasets import load_images, load_labelled
-from .errors import EdgekitError, InputError, ParityError, unknown
+from .errors import EdgekitError, InputError, ParityError
 from .fileio import cleanup_on_sigterm, publish, staged_folder
-from .manifest import CHECKPOINT_SHA256, MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
-from .models.loading import load_model
-from .models.meta import ModelMeta
+from .manifest import BENCH_CHART, CHECKPOINT_SHA256, MANIFEST_NAME, ArtifactRecord, Manifest, sha256_of
 from .parity import Tolerance, compare
 from .source import ModelSource
-from .targets import BuildSpec, TargetProfile, load_target
-from .user_model import is_module_spec, load_module_spec, load_weights
+from .targets import TargetProfile
 from .quant import PreparedInt8, prepare_int8
 from .quant.mixed_precision import evaluate, fit_budget, quick_latency
 from .quant.report import simulated_report
 
+__all__ = ["BuildPlan", "QuantPlan", "convert", "resolve_source", "run", "tolerance_for"]
+
 ARTIFACT_STEM = "model"
 MIN_AGREEMENT_IMAGES = 50  # fewer parity images: top-1 agreement is too coarse to enforce
 
-BACKEND_DEFAULT = "default"  # calibration method: each backend's default_calibration_method
 REPORT_IMAGES = 32  # images the per-layer report runs on when mixed precision needs a ranking
-# `edgekit bench DIR` draws its results there: it shows the artifacts of the build it measured
-BENCH_CHART = "bench.png"
 
 Progress = Callable[[str], None]
 
@@ -59,90 +56,18 @@ class Validation:
         return self.model.reference(self.images)
 
 
-@dataclass(frozen=True)
-class Job:
-    build: BuildSpec
-    precision: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.build.backend} {self.precision}"
-
-
-def plan(target: TargetProfile, precision: str | Iterable[str] | None = None,
-         backend: str | Iterable[str] | None = None) -> list[Job]:
-    """The target's (build, precision) jobs, keeping only the given precisions and backends."""
-    precisions, backends = _chosen(precision), _chosen(backend)
-    bad = sorted((precisions or set()) - set(PRECISIONS))
-    if bad:
-        raise InputError(f"unknown precision '{bad[0]}' (choose from {', '.join(PRECISIONS)})")
-    bad = sorted((backends or set()) - set(list_backends()))
-    if bad:
-        raise unknown("backend", bad[0], list_backends())
-    jobs = [Job(b, p) for b in target.builds for p in b.precisions
-            if (precisions is None or p in precisions) and (backends is None or b.backend in backends)]
-    if not jobs:
-        offered = ", ".join(f"{b.backend} {'/'.join(b.precisions)}" for b in target.builds)
-        wanted = " ".join("/".join(sorted(x)) for x in (backends, precisions) if x)
-        raise InputError(f"target {target.name} builds no {wanted} artifact (it builds {offered})")
-    missing = sorted((backends or set()) - {job.build.backend for job in jobs})
-    if missing:
-        raise InputError(f"target {target.name} builds no {'/'.join(missing)} artifact")
-    return jobs
-
-
-def _chosen(value: str | Iterable[str] | None) -> set[str] | None:
-    """None (all), or the names given as one string, a comma-separated string or several."""
-    if value is None:
-        return None
-    names = {n.strip() for v in ([value] if isinstance(value, str) else value) for n in v.split(",")}
-    return {n for n in names if n} or None
-
-
-def resolve_source(model: nn.Module | str | Path | None, weights: str | None, width: float | None,
-                   resolution: int | None, normalisation: str | None = None,
-                   labels: list[str] | None = None) -> ModelSource:
-    """The model to convert: an nn.Module (edgekit's, or your own classifier), an architecture
-    name, a .onnx file or ``net.py:function`` (user_model.py); ``weights`` a checkpoint, or for
-    your own module a state_dict. ``normalisation`` (preprocessing.NORMALISATIONS) overrides the
-    input value range it records (an ONNX file or your own module records none: torchvision's is
-    assumed); ``labels`` its class names."""
-    if isinstance(model, nn.Module) or is_module_spec(model):
-        module = model if isinstance(model, nn.Module) else load_module_spec(model)
-        own = not isinstance(getattr(module, "meta", None), ModelMeta)
-        if own and width:
-            raise InputError("--width applies to edgekit's MobileNets, not to your own model")
-        if weights and not own:
-            raise InputError("--weights: the model passed is built already")
-        if weights:
-            load_weights(module, weights)
-        source = ModelSource.from_module(module, resolution=resolution, labels=labels, weights=weights)
-    elif model is not None and str(model).endswith(".onnx"):
-        if weights or width or resolution:
-            raise InputError("--weights/--width/--resolution do not apply to an ONNX model")
-        source = ModelSource.from_onnx(model, labels=labels)
-    else:
-        net = load_model(model, weights, width=width, resolution=resolution)
-        source = ModelSource.from_module(net, labels=labels)
-    if normalisation is not None:
-        pre = source.meta.preprocessing.normalised(normalisation)
-        source = replace(source, meta=replace(source.meta, preprocessing=pre))
-    return source
-
-
 def tolerance_for(target: TargetProfile, precision: str) -> Tolerance:
     return target.parity.tolerance(precision)
 
 
-@cleanup_on_sigterm()
 def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path | None = None, *,
             weights: str | None = None, width: float | None = None, resolution: int | None = None,
             calib: str | Path | None = None, calib_size: int | None = None,
             calib_method: str | None = None, calib_options: dict | None = None,
-            precision: str | None = None, backend: str | None = None,
+            precision: str | Iterable[str] | None = None, backend: str | Iterable[str] | None = None,
             out: str | Path | None = None, val: str | Path | None = None,
             val_size: int | None = None, check: bool = True,
-            max_accuracy_drop: float | None = None, float_layers: tuple[str, ...] = (),
+            max_accuracy_drop: float | None = None, float_layers: str | Iterable[str] = (),
             max_float_layers: int | None = None, weight_rounding: str = "optimal",
             bias_correction: bool = True, parallel: bool = True, normalisation: str | None = None,
             labels: list[str] | None = None, progress: Progress | None = None) -> Manifest:
@@ -159,28 +84,41 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
     ``labels``: its class names, likewise.
     ``parallel``: convert the backends that are single-threaded Python work in a worker process
     beside the others (convert_worker.py).
-    Raises ParityError after writing the manifest when an artifact is outside its tolerance.
+    The arguments become a QuantPlan and a BuildPlan (convert_plan.py), checked whole before any
+    work; ``run`` builds them. Raises ParityError after writing the manifest when an artifact is
+    outside its tolerance.
     """
+    quant = QuantPlan(calib=calib, calib_size=DEFAULT_CALIB_SIZE if calib_size is None else calib_size,
+                      calib_method=calib_method or BACKEND_DEFAULT, calib_options=calib_options or {},
+                      weight_rounding=weight_rounding, bias_correction=bias_correction,
+                      float_layers=float_layers, max_accuracy_drop=max_accuracy_drop,
+                      max_float_layers=max_float_layers)
+    plan = plan_build(target, model, quant=quant, weights=weights, width=width, resolution=resolution,
+                      normalisation=normalisation, labels=labels, precision=precision, backend=backend,
+                      out=out, val=val, val_size=val_size, check=check, parallel=parallel)
+    return run(plan, quant, progress)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every job of a run shares once the preparation is done: the calibration set, the
+    images the artifacts are checked on, the int8-prepared model, the staging folder the
+    artifacts are written to, and whether top-1 agreement is enforced."""
+
+    calibration: CalibrationSet
+    validation: Validation
+    prepared: PreparedInt8
+    folder: Path
+    check_agreement: bool
+
+
+@cleanup_on_sigterm()
+def run(plan: BuildPlan, quant: QuantPlan, progress: Progress | None = None) -> Manifest:
+    """Build ``plan``'s jobs quantized as ``quant`` says: calibration, int8 weights, conversions
+    (some in the worker process), parity, then the manifest, published atomically into plan.out."""
     say = progress or (lambda _msg: None)
-    profile = target if isinstance(target, TargetProfile) else load_target(target)
-    jobs = plan(profile, precision, backend)
-    for job in jobs:  # fail on a missing runtime before spending minutes on the others
-        get_backend(job.build.backend).require()
-    # everything else checkable before the first expensive step, too
-    _check_calibration_method(jobs, calib_method)
-    _check_rounding(weight_rounding)
-    if val is not None and not Path(val).exists():
-        raise InputError(f"validation images not found: {val}")
-    out_dir = Path(out) if out is not None else Path("build") / profile.name
-    with staged_folder(out_dir) as staging:
-        source = resolve_source(model, weights, width, resolution, normalisation, labels)
-        _check_finite(source)
-        _check_float_layers(source, tuple(float_layers))
-        if source.module is None:  # a user's ONNX file: only some backends can take it
-            refused = sorted({job.build.backend for job in jobs if not get_backend(job.build.backend).accepts_onnx})
-            if refused:
-                raise InputError(f"{', '.join(refused)} need(s) a PyTorch model; {source.name} is ONNX: "
-                                 "build it with -b onnxruntime or -b openvino")
+    source, jobs, budget = plan.source, list(plan.jobs), quant.max_accuracy_drop
+    with staged_folder(plan.out) as staging:
         notices = []
         if source.meta.weights == "random":
             notices.append("--weights random: seeded random weights; the artifacts are real but "
@@ -190,110 +128,47 @@ def convert(target: str | TargetProfile = "rpi4", model: nn.Module | str | Path 
         elif str(source.meta.weights).startswith("builtin:"):
             say(f"weights: built-in ImageNet {source.meta.weights.removeprefix('builtin:')} "
                 "(Google's published TFLite MobileNet, Apache-2.0); --weights FILE|random for others")
-        pre = source.meta.preprocessing
-        calibration = load_calibration(calib, pre, calib_size or DEFAULT_CALIB_SIZE,
-                                       method=calib_method or BACKEND_DEFAULT,
-                                       options=calib_options)
+        calibration = load_calibration(quant.calib, source.meta.preprocessing, quant.calib_size,
+                                       method=quant.calib_method, options=quant.calib_options)
         say(f"calibration: {len(calibration)} images from {calibration.source}"
-            + (f" ({calibration.skipped} unreadable skipped: {_listed(calibration.unreadable)})"
+            + (f" ({calibration.skipped} unreadable skipped: {abridged(calibration.unreadable)})"
                if calibration.skipped else ""))
-        with ConvertWorker(enabled=parallel) as worker:
+        with ConvertWorker(enabled=plan.parallel) as worker:
             # int8 conversions that are Python work go to the worker once the weights are rounded;
             # it imports their converters meanwhile, and this process builds the rest alongside
             offload = [job for job in jobs if job.precision == "int8" and worker.takes(job.build.backend, source)
-                       and (max_accuracy_drop is None or not get_backend(job.build.backend).mixed_precision)]
+                       and (budget is None or not get_backend(job.build.backend).mixed_precision)]
             worker.start({job.build.backend for job in offload})
-            validation = _validation(source, calibration, val, val_size)
+            validation = _validation(plan, calibration)
             check_agreement = _agreement_checked(source, validation, notices, say)
-            prepared = _int8_weights(source, calibration, jobs, weight_rounding, bias_correction, notices, say)
-            if max_accuracy_drop is not None:
+            prepared = _int8_weights(plan, quant, calibration, notices, say)
+            if budget is not None:
                 metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
-                say(f"accuracy budget: {max_accuracy_drop:g} points of {metric} on {len(validation.images)} "
+                say(f"accuracy budget: {budget:g} points of {metric} on {len(validation.images)} "
                     f"images from {validation.source}")
-            pending = {job: _submit(worker, job, profile, source, prepared, calibration, staging, say,
-                                    tuple(float_layers)) for job in offload}
+            inputs = Inputs(calibration, validation, prepared, staging, check_agreement)
+            pending = {job: _submit(worker, job, plan, quant, inputs, say) for job in offload}
             pending = {job: future for job, future in pending.items() if future is not None}
 
-            manifest = Manifest(target=profile.name, model=_model_record(source), notices=notices,
-                                calibration=_calibration_record(calibration, jobs, prepared),
+            manifest = Manifest(target=plan.target.name, model=_model_record(source), notices=notices,
+                                calibration=_calibration_record(calibration, plan, prepared),
                                 parity_images={"source": validation.source, "n_images": len(validation.images),
                                                "labelled": validation.targets is not None,
                                                "agreement_enforced": check_agreement})
             records = {}
             for job in [j for j in jobs if j not in pending] + list(pending):
-                records[job] = _build_one(job, profile, source, prepared, calibration, validation, staging,
-                                          check_agreement=check_agreement, say=say,
-                                          budget=max_accuracy_drop, float_layers=tuple(float_layers),
-                                          max_float=max_float_layers, built=pending.get(job))
+                records[job] = _build_one(job, plan, quant, inputs, say, built=pending.get(job))
         failures = []
         for job in jobs:
             manifest.artifacts.append(records[job])
             if records[job].parity_failures:
                 failures.append(f"{records[job].path}: {'; '.join(records[job].parity_failures)}")
         manifest.write(staging)
-        _publish(manifest, staging, out_dir, say)
-        say(f"manifest: {out_dir / MANIFEST_NAME}")
-        if failures and check:
+        _publish(manifest, staging, plan.out, say)
+        say(f"manifest: {plan.out / MANIFEST_NAME}")
+        if failures and plan.check:
             raise ParityError("parity check failed for " + " | ".join(failures))
         return manifest
-
-
-def _listed(names: list[str], most: int = 5) -> str:
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def _check_calibration_method(jobs: list[Job], method: str | None) -> None:
-    """A calibration method asked for must be one every int8 build's backend supports."""
-    if method is None or method == BACKEND_DEFAULT:
-        return
-    for name in dict.fromkeys(j.build.backend for j in jobs if j.precision == "int8"):
-        supported = get_backend(name).calibration_methods
-        if supported and method not in supported:
-            raise InputError(f"the {name} backend cannot calibrate with '{method}' (it supports "
-                             f"{', '.join(supported)}); choose another method or leave {name} out (-b)")
-
-
-def _check_finite(source: ModelSource) -> None:
-    """Refuse weights holding NaN or inf: every artifact made from them would be garbage."""
-    if source.module is not None:
-        tensors = ((name, t.detach()) for name, t in source.module.state_dict().items()
-                   if torch.is_tensor(t) and t.is_floating_point())
-        counts = [(name, int((~torch.isfinite(t)).sum())) for name, t in tensors]
-    else:
-        import onnx
-        from onnx import numpy_helper
-
-        graph = onnx.load(str(source.onnx_path), load_external_data=False).graph
-        counts = []
-        for init in graph.initializer:
-            if init.data_location == onnx.TensorProto.EXTERNAL:
-                continue
-            array = numpy_helper.to_array(init)
-            if np.issubdtype(array.dtype, np.floating):
-                counts.append((init.name, int((~np.isfinite(array)).sum())))
-    bad = [(name, n) for name, n in counts if n]
-    if bad:
-        where = source.meta.weights if source.meta.weights not in (None, "random") else source.name
-        raise InputError(f"{where}: {sum(n for _, n in bad)} weight values are NaN or infinite "
-                         f"(in {_listed([name for name, _ in bad], 3)}); nothing converted")
-
-
-def _check_float_layers(source: ModelSource, layers: tuple[str, ...]) -> None:
-    """--float-layers names module paths of the model: checked as soon as it is loaded (each
-    backend checks again against its own graph)."""
-    if not layers:
-        return
-    if source.module is not None:
-        paths = [name for name, _ in source.module.named_modules() if name]
-    else:
-        import onnx
-
-        from .backends.layer_names import module_path
-
-        paths = [module_path(n.name) for n in onnx.load(str(source.onnx_path), load_external_data=False).graph.node]
-    for name in layers:
-        if not any(f".{name}." in f".{path}." for path in paths):
-            raise InputError(f"no layer named '{name}' in the model (see 'edgekit quant-report')")
 
 
 def _publish(manifest: Manifest, staging: Path, out_dir: Path, say: Progress) -> None:
@@ -316,28 +191,23 @@ def _publish(manifest: Manifest, staging: Path, out_dir: Path, say: Progress) ->
     manifest.folder = out_dir
 
 
-def _check_rounding(rounding: str) -> None:
-    if rounding not in ROUNDINGS:
-        raise InputError(f"unknown weight rounding '{rounding}' (choose from {', '.join(ROUNDINGS)})")
-
-
-def _int8_weights(source: ModelSource, calibration: CalibrationSet, jobs: list[Job], rounding: str,
-                  bias_correction: bool, notices: list[str], say: Progress) -> PreparedInt8:
+def _int8_weights(plan: BuildPlan, quant: QuantPlan, calibration: CalibrationSet, notices: list[str],
+                  say: Progress) -> PreparedInt8:
     """The int8 recipe (quant.prepare_int8) for the int8 builds, with a notice when it cannot apply."""
-    if (rounding == "nearest" and not bias_correction) or not any(j.precision == "int8" for j in jobs):
+    source = plan.source
+    if (quant.weight_rounding == "nearest" and not quant.bias_correction) or not plan.int8_backends:
         return PreparedInt8(source)
     if source.module is None:
         notices.append("int8 weights of an ONNX model are rounded to nearest by each backend, "
                        "without bias correction (both need the PyTorch model)")
         say(f"notice: {notices[-1]}")
         return PreparedInt8(source)
-    return prepare_int8(source, calibration, rounding, bias_correction, progress=say)
+    return prepare_int8(source, calibration, quant.weight_rounding, quant.bias_correction, progress=say)
 
 
-def _calibration_record(calibration: CalibrationSet, jobs: list[Job],
-                        prepared: PreparedInt8) -> dict | None:
+def _calibration_record(calibration: CalibrationSet, plan: BuildPlan, prepared: PreparedInt8) -> dict | None:
     """The calibration as the manifest records it, with the method each int8 build used."""
-    backends = list(dict.fromkeys(j.build.backend for j in jobs if j.precision == "int8"))
+    backends = plan.int8_backends
     if not backends:
         return None
     record = calibration.to_dict()
@@ -364,24 +234,23 @@ def _agreement_checked(source: ModelSource, validation: Validation, notices: lis
     return False
 
 
-def _validation(source: ModelSource, calibration: CalibrationSet, val: str | Path | None,
-                val_size: int | None) -> Validation:
+def _validation(plan: BuildPlan, calibration: CalibrationSet) -> Validation:
+    source, val = plan.source, plan.val
     pre = source.meta.preprocessing
     if val is None:
         return Validation(calibration.images, None, calibration.source, source)
-    val = Path(val)
     labelled = None
     if val.suffix.lower() == ".tsv" or (val.is_dir() and any(p.is_dir() for p in val.iterdir())):
         labels = list(source.meta.labels) if source.meta.labels else None
         try:
-            labelled = load_labelled(val, labels, source.meta.num_classes, limit=val_size)
+            labelled = load_labelled(val, labels, source.meta.num_classes, limit=plan.val_size)
         except InputError:
             if val.suffix.lower() == ".tsv":
                 raise
     if labelled is not None:
         images, targets, _ = load_images(labelled, pre)
         return Validation(images, targets, str(val), source)
-    images = load_calibration(val, pre, val_size).images
+    images = load_calibration(val, pre, plan.val_size).images
     return Validation(images, None, str(val), source)
 
 
@@ -395,47 +264,43 @@ class JobSetup:
     path: Path
 
 
-def _setup(job: Job, profile: TargetProfile, calibration: CalibrationSet, out_dir: Path,
-           float_layers: tuple[str, ...] = ()) -> JobSetup:
+def _setup(job: Job, plan: BuildPlan, quant: QuantPlan, inputs: Inputs) -> JobSetup:
     backend = get_backend(job.build.backend)
     b = job.build
+    calibration = inputs.calibration
     if calibration.method == BACKEND_DEFAULT:
         calibration = replace(calibration, method=backend.default_calibration_method)
     int8 = job.precision == "int8"
     options = ConvertOptions(io_dtype=b.io_dtype, layout=b.layout, activation_type=b.activation_type,
                              weight_type=b.weight_type, per_channel=b.per_channel,
-                             calibration_method=calibration.method, threads=profile.threads,
-                             float_layers=float_layers if int8 and backend.mixed_precision else ())
-    return JobSetup(backend, calibration, options, out_dir / backend.filename(ARTIFACT_STEM, job.precision))
+                             calibration_method=calibration.method, threads=plan.target.threads,
+                             float_layers=quant.float_layers if int8 and backend.mixed_precision else ())
+    return JobSetup(backend, calibration, options, inputs.folder / backend.filename(ARTIFACT_STEM, job.precision))
 
 
-def _built_from(job: Job, setup: JobSetup, source: ModelSource, prepared: PreparedInt8) -> ModelSource:
+def _built_from(job: Job, setup: JobSetup, inputs: Inputs) -> ModelSource:
     if job.precision != "int8":
-        return source
-    return prepared.for_backend(setup.backend, setup.calibration, setup.options.float_layers)
+        return inputs.prepared.source
+    return inputs.prepared.for_backend(setup.backend, setup.calibration, setup.options.float_layers)
 
 
-def _submit(worker: ConvertWorker, job: Job, profile: TargetProfile, source: ModelSource,
-            prepared: PreparedInt8, calibration: CalibrationSet, out_dir: Path, say: Progress,
-            float_layers: tuple[str, ...] = ()) -> Future | None:
-    setup = _setup(job, profile, calibration, out_dir, float_layers)
+def _submit(worker: ConvertWorker, job: Job, plan: BuildPlan, quant: QuantPlan, inputs: Inputs,
+            say: Progress) -> Future | None:
+    setup = _setup(job, plan, quant, inputs)
     int8 = job.precision == "int8"
-    future = worker.submit(setup.backend.name, _built_from(job, setup, source, prepared), job.precision,
+    future = worker.submit(setup.backend.name, _built_from(job, setup, inputs), job.precision,
                            setup.calibration if int8 else None, setup.path, setup.options)
     if future is not None:
         say(f"{job.label}: converting in a worker process -> {setup.path.name}")
     return future
 
 
-def _build_one(job: Job, profile: TargetProfile, source: ModelSource, prepared: PreparedInt8,
-               calibration: CalibrationSet,
-               validation: Validation, out_dir: Path, check_agreement: bool, say: Progress,
-               budget: float | None = None, float_layers: tuple[str, ...] = (),
-               max_float: int | None = None, built: Future | None = None) -> ArtifactRecord:
+def _build_one(job: Job, plan: BuildPlan, quant: QuantPlan, inputs: Inputs, say: Progress,
+               built: Future | None = None) -> ArtifactRecord:
     """Convert (or take the worker's ``built`` artifact), check parity, describe."""
-    setup = _setup(job, profile, calibration, out_dir, float_layers)
+    setup = _setup(job, plan, quant, inputs)
     backend, calibration, options, path = setup.backend, setup.calibration, setup.options, setup.path
-    int8 = job.precision == "int8"
+    int8, budget = job.precision == "int8", quant.max_accuracy_drop
     if int8 and budget is not None and not backend.mixed_precision:
         say(f"{job.label}: {backend.name} needs a fully integer model: no layer can stay float, "
             "the accuracy budget is not applied")
@@ -449,19 +314,18 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, prepared: 
             say(f"{job.label}: converting -> {path.name}")
         start = time.perf_counter()
         if int8 and budget is not None and backend.mixed_precision:
-            artifact = _within_budget(backend, source, prepared, calibration, validation, options, path,
-                                      budget, max_float, lambda m: say(f"{job.label}: {m}"))
+            artifact = _within_budget(setup, quant, inputs, lambda m: say(f"{job.label}: {m}"))
         else:
-            artifact = backend.convert(_built_from(job, setup, source, prepared), job.precision,
+            artifact = backend.convert(_built_from(job, setup, inputs), job.precision,
                                        calibration if int8 else None, path, options)
         seconds = time.perf_counter() - start
     if artifact.details.get("notice"):
         say(f"{job.label}: note: {artifact.details['notice']}")
     session = backend.load(artifact)
-    images, reference = validation.images, validation.reference
-    parity = compare(reference, session.run(images))
-    tolerance = tolerance_for(profile, job.precision)
-    failures = tolerance.failures(parity, check_agreement=check_agreement)
+    validation = inputs.validation
+    parity = compare(validation.reference, session.run(validation.images))
+    tolerance = tolerance_for(plan.target, job.precision)
+    failures = tolerance.failures(parity, check_agreement=inputs.check_agreement)
     mixed = artifact.details.get("mixed_precision")
     if mixed and not mixed["met"]:
         best = min(t["drop_points"] for t in mixed["trials"])
@@ -481,12 +345,13 @@ def _build_one(job: Job, profile: TargetProfile, source: ModelSource, prepared: 
         convert_seconds=round(seconds, 2), details=artifact.details)
 
 
-def _within_budget(backend: Backend, source: ModelSource, prepared: PreparedInt8,
-                   calibration: CalibrationSet, validation: Validation, options: ConvertOptions,
-                   path: Path, budget: float, max_float: int | None, say: Progress) -> Artifact:
-    """Build int8, and when it misses ``budget`` keep the layers the report ranks worst in float
-    (mixed_precision.fit_budget). Tries are built in a scratch folder; the chosen one is moved to
-    ``path``. The choice and its cost (size, quick latency) go into the artifact's details."""
+def _within_budget(setup: JobSetup, quant: QuantPlan, inputs: Inputs, say: Progress) -> Artifact:
+    """Build int8, and when it misses the accuracy budget keep the layers the report ranks worst
+    in float (mixed_precision.fit_budget). Tries are built in a scratch folder; the chosen one is
+    moved to the job's path. The choice and its cost (size, quick latency) go into the
+    artifact's details."""
+    backend, calibration, options, path = setup.backend, setup.calibration, setup.options, setup.path
+    prepared, validation, budget = inputs.prepared, inputs.validation, quant.max_accuracy_drop
     metric = "top-1 drop" if validation.targets is not None else "top-1 disagreement"
     with tempfile.TemporaryDirectory(prefix=".edgekit-mixed-", dir=path.parent) as scratch:
         def build(layers: tuple[str, ...]):
@@ -509,7 +374,7 @@ def _within_budget(backend: Backend, source: ModelSource, prepared: PreparedInt8
             ranking = [e.layer for e in ranked]
             details = [{"layer": e.layer, "alone_sqnr_db": e.alone_sqnr_db, "added_noise": e.added_noise,
                         "sqnr_db": e.sqnr_db} for e in ranked[:10]]
-        chosen, record = fit_budget(build, ranking, budget, first, metric, details, max_float, say=say)
+        chosen, record = fit_budget(build, ranking, budget, first, metric, details, quant.max_float_layers, say=say)
         if record.float_layers:
             record.latency_ms = quick_latency({"all_int8": backend.load(first[0], threads=1),
                                                "mixed": backend.load(chosen, threads=1)},

@@ -14,6 +14,8 @@ from .errors import InputError
 from .fileio import write_text_atomic
 
 MANIFEST_NAME = "manifest.json"
+# `edgekit bench DIR` draws its results there: it shows the artifacts of the build it measured
+BENCH_CHART = "bench.png"
 
 
 @dataclass

@@ -63,7 +63,7 @@ def test_parity_failure_exits_nonzero(tmp_path, ort_target):
 
 
 def test_plan_takes_several_backends_and_precisions():
-    from edgekit.convert import plan
+    from edgekit.convert_plan import jobs_for as plan
     from edgekit.targets import load_target
 
     x86 = load_target("x86")

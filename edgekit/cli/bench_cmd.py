@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..bench.local import bench
-from ..bench.report import chart, per_op_tables, table, write_outputs
+from ..manifest import BENCH_CHART
+from ..bench.report import chart as draw_chart, per_op_tables, table, write_outputs
 from .console import console as make_console
+
+BENCH_JSON = "bench.json"  # a build's own timings, beside its manifest: the demo picks by them
 
 
 def _threads(ctx, param, value: str | None) -> list[int | None]:
@@ -76,40 +78,33 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
     (key authentication, host keys checked), run there and cleaned up. With --emulate aarch64
     the same runner runs under qemu with the aarch64 wheels and the outputs are compared.
     """
-    if iterations and duration:
-        raise click.UsageError("give --iterations or --duration, not both")
-    if not devices and (inventory or key or trust_new_host):
-        raise click.UsageError("--devices, --key and --trust-new-host need --device")
-    if (devices or emulate) and (len(paths) > 1 or rounds > 1):
-        raise click.UsageError("--device and --emulate take one PATH and no --rounds")
-    path = paths[0]
+    if emulate and (devices or inventory or key or trust_new_host or per_op or iterations or duration
+                    or ov_precision or csv_path or threads != [None] or len(paths) > 1 or rounds > 1):
+        raise click.UsageError("--emulate compares outputs only: it takes one PATH and no --device (or its "
+                               "options), --threads, --iterations, --duration, --rounds, --per-op, "
+                               "--ov-precision or --csv")
+    from ..api import BenchFailed, bench
     from ..fileio import check_outputs
 
-    chart_file = Path(path) / "bench.png" if chart and not devices and not emulate and len(paths) == 1 \
-        and Path(path).is_dir() else None
+    path = Path(paths[0])
+    chart_file = path / BENCH_CHART if chart and not devices and not emulate and len(paths) == 1 \
+        and path.is_dir() else None
     check_outputs([("--json", json_path), ("--csv", csv_path), ("the chart", chart_file)], paths,
                   allowed=[*([chart_file] if chart_file else []),
                            *((p if p.is_dir() else p.parent) / BENCH_JSON for p in paths)])
     err = make_console(stderr=True)
     say = lambda m: err.print(f"bench: {m}", highlight=False)  # noqa: E731
     if emulate:
-        if devices or per_op or iterations or duration or ov_precision or csv_path \
-                or threads != [None]:
-            raise click.UsageError("--emulate compares outputs only: it takes no --device, --threads, "
-                                   "--iterations, --duration, --per-op, --ov-precision or --csv")
         _emulate(path, emulate, json_path, say, not no_verify)
         return
     failures = []
-    if devices:
-        from ..bench.remote import bench_remote, resolve_devices
-
-        outcome = bench_remote(path, resolve_devices(devices, inventory, key), threads, warmup,
-                               iterations, duration, per_op, ov_precision, trust_new_host, say,
-                               verify=not no_verify)
-        results, failures = outcome.results, outcome.failures
-    else:
-        results = bench(paths, threads, warmup, iterations, duration, per_op, ov_precision,
-                        rounds=rounds, progress=say, verify=not no_verify)
+    try:
+        results = bench(paths, threads=threads, warmup=warmup, iterations=iterations, duration=duration,
+                        rounds=rounds, per_op=per_op, ov_precision=ov_precision, devices=devices,
+                        inventory=inventory, key=key, trust_new_host=trust_new_host, verify=not no_verify,
+                        progress=say)
+    except BenchFailed as failed:  # the devices that worked still get their rows
+        results, failures = failed.results, failed.failures
     out = make_console()
     if results:
         title = f"edgekit bench {' '.join(str(p) for p in paths)}"
@@ -121,16 +116,15 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
     write_outputs(results, json_path, csv_path)
     for failure in failures:  # each failed device (or artifact on it), one line
         click.echo(f"error: {failure.message}", err=True)
-    if failures:  # after the report: the devices that worked still get their rows
+    if failures:
         sys.exit(max(f.exit_code for f in failures))
-    if chart_file is not None:
-        png = chart_path = chart_file
-        if chart_fn(results, chart_path):
-            err.print(f"chart: {png}", highlight=False)
+    if chart_file is not None and draw_chart(results, chart_file):
+        err.print(f"chart: {chart_file}", highlight=False)
 
 
 def _emulate(path: Path, arch: str, json_path: Path | None, say, verify: bool = True) -> None:
-    from ..bench.emulate import emulate, match_table
+    from ..api import emulate
+    from ..bench.emulate import match_table
     from ..fileio import write_text_atomic
 
     report = emulate(path, arch, progress=say, verify=verify)
@@ -138,7 +132,3 @@ def _emulate(path: Path, arch: str, json_path: Path | None, say, verify: bool = 
     if json_path:
         write_text_atomic(json_path, report.to_json() + "\n")
     report.check()
-
-
-chart_fn = chart
-BENCH_JSON = "bench.json"  # a build's own timings, beside its manifest: the demo picks by them

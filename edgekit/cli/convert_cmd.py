@@ -73,8 +73,6 @@ def command(target, model, weights, labels, width, resolution, calib, calib_size
     and write DIR/manifest.json."""
     from ..convert import convert
 
-    if max_float_layers is not None and max_accuracy_drop is None:
-        raise click.UsageError("--max-float-layers applies with --max-accuracy-drop")
     console = make_console(stderr=True)
     with console.status("converting...") as status:
         def progress(message: str) -> None:
@@ -85,8 +83,7 @@ def command(target, model, weights, labels, width, resolution, calib, calib_size
                            calib=calib, calib_size=calib_size, calib_method=calib_method,
                            precision=precision or None, backend=backend or None, out=out, val=val,
                            max_accuracy_drop=max_accuracy_drop, max_float_layers=max_float_layers,
-                           float_layers=tuple(x.strip() for x in float_layers.split(",") if x.strip()),
-                           weight_rounding=weight_rounding,
+                           float_layers=float_layers, weight_rounding=weight_rounding,
                            bias_correction=bias_correction, check=not no_check,
                            parallel=not serial, normalisation=normalisation,
                            labels=read_labels(labels) if labels else None, progress=progress)

@@ -46,14 +46,12 @@ def command(paths, data, limit, normalisation, labels, as_json, no_verify) -> No
     images: top-1, top-5 and each artifact's agreement with its own float model (the checkpoint
     it was converted from when that is evaluated too or its sha256 in the manifest matches, else
     its folder's fp32 artifact; "-" when neither is at hand). Only the PATHs given get rows."""
-    from ..evaluate import BareInput, evaluate
+    from ..api import evaluate
 
-    if labels is not None and normalisation is None:
-        raise click.UsageError("--labels applies with --normalisation (to artifacts without a manifest)")
-    bare = BareInput(normalisation, tuple(read_labels(labels)) if labels else None) if normalisation else None
     err = make_console(stderr=True)
-    results = evaluate(list(paths), data, limit, progress=lambda m: err.print(m, highlight=False), bare=bare,
-                       verify=not no_verify)
+    results = evaluate(list(paths), data, limit=limit, normalisation=normalisation,
+                       labels=read_labels(labels) if labels else None, verify=not no_verify,
+                       progress=lambda m: err.print(m, highlight=False))
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
         return

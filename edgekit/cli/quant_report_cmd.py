@@ -7,21 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 from rich.table import Table
 
+from ..api import QUANT_REPORT_CALIB_SIZE, QUANT_REPORT_IMAGES, quant_report
 from ..fileio import writable_folder, write_text_atomic
-from ..manifest import Manifest
-from ..quant.report import (RANKING, QuantReport, UnsupportedMethod, calibration_text, report_on_build,
-                            report_on_model, simulation)
+from ..quant.report import RANKING, QuantReport
 from ..targets import DEFAULT_TARGET
 from .console import console as make_console
 from .convert_cmd import CALIB_METHODS
 from .options import resolution_option, width_option
-
-DEFAULT_IMAGES = 32
-# options that describe a model to quantize: a build folder's int8 artifact is quantized already
-MODEL_ONLY = ("model", "weights", "width", "resolution", "target", "calib", "calib_size", "calib_method")
 
 
 @click.command("quant-report")
@@ -30,13 +24,13 @@ MODEL_ONLY = ("model", "weights", "width", "resolution", "target", "calib", "cal
 @click.option("--weights", "-w", default=None, help="Checkpoint, 'imagenet' or 'random' (without BUILD) [default: built-in ImageNet weights].")
 @width_option
 @resolution_option
-@click.option("--target", "-t", default=DEFAULT_TARGET, show_default=True,
+@click.option("--target", "-t", default=None,
               help="Whose int8 settings to simulate (without BUILD): its ONNX Runtime build's, "
-                   "else its first int8 build's (said in the output).")
+                   f"else its first int8 build's (said in the output) [default: {DEFAULT_TARGET}].")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration images (without BUILD) [default: the bundled photos].")
-@click.option("--calib-size", type=click.IntRange(min=1), default=200, show_default=True,
-              help="How many calibration images (without BUILD).")
+@click.option("--calib-size", type=click.IntRange(min=1), default=None,
+              help=f"How many calibration images (without BUILD) [default: {QUANT_REPORT_CALIB_SIZE}].")
 @click.option("--calib-method", type=click.Choice(CALIB_METHODS), default=None,
               help="Calibration method (without BUILD) [default: the simulated backend's default, "
                    "percentile for ONNX Runtime]. The model is quantized with ONNX Runtime, which "
@@ -44,14 +38,13 @@ MODEL_ONLY = ("model", "weights", "width", "resolution", "target", "calib", "cal
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Images the layers are compared on [default: the calibration images; with "
                    "BUILD, the images the build was calibrated on, as its manifest records].")
-@click.option("-n", "n_images", type=click.IntRange(min=1), default=DEFAULT_IMAGES, show_default=True,
+@click.option("-n", "n_images", type=click.IntRange(min=1), default=QUANT_REPORT_IMAGES, show_default=True,
               help="How many of them.")
 @click.option("--top", type=click.IntRange(min=1), default=15, show_default=True,
               help="Rows in the table (JSON has every layer).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the whole report as JSON (its folder is created).")
-@click.pass_context
-def command(ctx, build, model, weights, width, resolution, target, calib, calib_size, calib_method,
+def command(build, model, weights, width, resolution, target, calib, calib_size, calib_method,
             images, n_images, top, json_path) -> None:
     """Per-layer int8 error: SQNR and cosine similarity of each layer's output against the float
     model, the noise each layer adds, and the logits' SQNR when only that layer is quantized.
@@ -74,11 +67,9 @@ def command(ctx, build, model, weights, width, resolution, target, calib, calib_
 
     # --json's folder is created and checked writable now, not after minutes of work
     with _json_folder(json_path) if json_path is not None else contextlib.nullcontext():
-        if build is not None:
-            report = _report_on_build(ctx, build, images, n_images, say)
-        else:
-            report = _report_on_model(model, weights, width, resolution, target, calib, calib_size,
-                                      calib_method, images, n_images, say)
+        report = quant_report(build, model=model, weights=weights, width=width, resolution=resolution,
+                              target=target, calib=calib, calib_size=calib_size, calib_method=calib_method,
+                              images=images, n_images=n_images, progress=say)
         make_console().print(report_table(report, top))
         for note in report.notes:
             if f"note: {note}" not in said:  # the notes said before the work are not repeated
@@ -95,41 +86,6 @@ def _json_folder(path: Path) -> Iterator[None]:
         raise click.BadParameter(f"{path} is a folder; give a file name", param_hint="--json")
     with writable_folder(path.parent, what=f"cannot write --json {path}: folder"):
         yield
-
-
-def _given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
-    """The options among ``names`` given on the command line, as spelled there (--calib-method)."""
-    params = {p.name: p for p in ctx.command.params}
-    return [max(params[n].opts, key=len) for n in names
-            if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)]
-
-
-def _report_on_build(ctx: click.Context, folder: Path, images: Path | None, n_images: int,
-                     say) -> QuantReport:
-    given = _given(ctx, MODEL_ONLY)
-    manifest = Manifest.read(folder)
-    if given:
-        calibrated = calibration_text(manifest.calibration)
-        raise click.UsageError(
-            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a build folder: its "
-            f"int8 artifact is quantized already" + (f" (calibrated with {calibrated})" if calibrated else "")
-            + ". Compare on other images with --images DIR; to try other settings, report on the "
-            "model: edgekit quant-report --weights CKPT --calib DIR --calib-method M")
-    return report_on_build(folder, images, n_images, say, manifest=manifest)
-
-
-def _report_on_model(model, weights, width, resolution, target, calib, calib_size, calib_method,
-                     images, n_images, say) -> QuantReport:
-    from ..convert import resolve_source
-
-    # everything that can be refused is checked before the model is loaded or quantized
-    try:
-        sim = simulation(target, calib_method)
-    except UnsupportedMethod as exc:
-        raise click.BadParameter(str(exc), param_hint="--calib-method") from None
-    source = resolve_source(model, weights, width, resolution)
-    return report_on_model(source, sim, calib, calib_size, images, n_images, say,
-                           model_text=weights or model or source.meta.arch)
 
 
 def report_table(report: QuantReport, top: int) -> Table:

@@ -7,7 +7,8 @@ import click
 from .console import console as make_console
 from rich.table import Table
 
-from ..targets import list_targets, load_target
+from ..api import targets as all_targets
+from ..targets import load_target
 from .options import json_option
 
 
@@ -18,7 +19,7 @@ def command(ctx: click.Context, as_json: bool) -> None:
     """List the device targets (targets/*.yaml) and what each one builds."""
     if ctx.invoked_subcommand is not None:
         return
-    targets = [load_target(name) for name in list_targets()]
+    targets = all_targets()
     if as_json:
         click.echo(json.dumps([t.to_dict() for t in targets], indent=2))
         return

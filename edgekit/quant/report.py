@@ -239,10 +239,6 @@ class Simulation:
                               per_channel=b.per_channel, calibration_method=self.method)
 
 
-class UnsupportedMethod(InputError):
-    """The reporting backend cannot calibrate with the method asked for."""
-
-
 def simulation(target: str | TargetProfile, method: str | None = None) -> Simulation:
     """The target's build whose int8 settings a report on a model uses (the reporting backend's
     own, else its first int8 build, with a note), and the calibration ``method`` (default: that
@@ -264,7 +260,7 @@ def simulation(target: str | TargetProfile, method: str | None = None) -> Simula
                 f"{spec.backend} converter's")
     method = method or get_backend(spec.backend).default_calibration_method
     if method not in backend.calibration_methods:
-        raise UnsupportedMethod(
+        raise InputError(
             f"{runtime}, which quant-report quantizes the model with, has no '{method}' calibration "
             f"(it has {', '.join(backend.calibration_methods)}); convert builds '{method}' with the "
             "backends that have it")
