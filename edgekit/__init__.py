@@ -6,6 +6,7 @@ The Python API mirrors the CLI, one function per command (api.py)::
     manifest = edgekit.convert("x86", "mobilenet_v2", backend="onnxruntime", out="build/x86")
     edgekit.bench(manifest.folder)                  # -> list[BenchResult]
     edgekit.evaluate(manifest.folder, "val.tsv")    # -> list[EvalResult]
+    edgekit.check(manifest.folder)                  # -> list[Placement]
     model = edgekit.load("mobilenet_v2")            # -> nn.Module with .meta
 
 ``import edgekit`` is cheap: each name below loads its module (torch, the runtimes) on first use.
@@ -28,6 +29,8 @@ __version__ = "0.1.0"
 _API = {
     "convert": "edgekit.convert:convert",
     "bench": "edgekit.api:bench",
+    "bench_paired": "edgekit.api:bench_paired",
+    "check": "edgekit.check:check",
     "emulate": "edgekit.api:emulate",
     "evaluate": "edgekit.api:evaluate",
     "quant_report": "edgekit.api:quant_report",
@@ -40,6 +43,9 @@ _API = {
     "Manifest": "edgekit.manifest:Manifest",
     "BenchResult": "edgekit.bench.local:BenchResult",
     "BenchFailed": "edgekit.api:BenchFailed",
+    "PairedComparison": "edgekit.bench.paired:PairedComparison",
+    "Placement": "edgekit.backends.placement:Placement",
+    "TrainResult": "edgekit.train:TrainResult",
     "EvalResult": "edgekit.evaluate:EvalResult",
     "QuantReport": "edgekit.quant.report:QuantReport",
     "ModelInfo": "edgekit.api:ModelInfo",

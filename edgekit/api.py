@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from .bench.emulate import EmulationReport
     from .bench.local import BenchResult
+    from .bench.paired import PairedComparison
     from .bench.remote import DeviceFailure
     from .evaluate import EvalResult
     from .quant.report import QuantReport
@@ -82,6 +83,40 @@ def bench(paths: PathLike | Sequence[PathLike], *, threads: int | Iterable[int] 
     if outcome.failures:
         raise BenchFailed(outcome.failures, outcome.results)
     return outcome.results
+
+
+def bench_paired(paths: PathLike | Sequence[PathLike], *, threads: int | Iterable[int] | None = None,
+                 pairs: int = 1000, warmup: int = 50, baseline: str | None = None,
+                 ov_precision: str | None = None, devices: Iterable[str] = (),
+                 inventory: PathLike | None = None, key: PathLike | None = None,
+                 trust_new_host: bool = False, verify: bool = True,
+                 progress: Progress | None = None) -> list[PairedComparison]:
+    """`edgekit bench --paired`: every artifact of ``paths`` loaded in one process (here, or on each
+    device), single invocations alternated in a rotating order, ``pairs`` times; per artifact p50/p90
+    and, against the first (or ``baseline``, a path or file name) and against its build's fp32, the
+    ratio of medians with a 95% bootstrap interval. One comparison per thread count and device."""
+    from .bench.paired import bench_paired as paired_local, bench_paired_device
+
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    counts = [None] if threads is None else [threads] if isinstance(threads, int) else list(threads)
+    devices = [devices] if isinstance(devices, str) else list(devices)
+    if not devices and (inventory or key or trust_new_host):
+        raise InputError("--devices, --key and --trust-new-host need --device")
+    say = progress or (lambda _m: None)
+    results = []
+    if not devices:
+        for t in counts:
+            say(f"paired: {pairs} alternating invocations, threads {t or 'default'}")
+            results.append(paired_local(paths, t, pairs, warmup, baseline, ov_precision, verify))
+        return results
+    from .bench.remote import resolve_devices
+
+    for device in resolve_devices(devices, inventory, key):
+        for t in counts:
+            say(f"paired on {device.name}: {pairs} alternating invocations, threads {t or 'default'}")
+            results.append(bench_paired_device(paths, device, t, pairs, warmup, baseline, ov_precision,
+                                               verify, trust_new_host))
+    return results
 
 
 def emulate(path: PathLike, arch: str = "aarch64", *, verify: bool = True,

@@ -69,3 +69,23 @@ def test_errors(onnx_pair, tmp_path):
         bench_paired([onnx_pair[64], onnx_pair[128]], baseline="other.onnx")
     with pytest.raises(InputError):
         bench_paired([onnx_pair[64], onnx_pair[128]], threads=100000)
+
+
+def test_cli_paired_table_json_and_csv(onnx_pair, tmp_path, capsys):
+    from edgekit.cli.main import main
+
+    out_json, out_csv = tmp_path / "p.json", tmp_path / "p.csv"
+    with pytest.raises(SystemExit) as info:
+        main(["bench", str(onnx_pair[64]), str(onnx_pair[128]), "--paired", "--pairs", "50", "--threads", "1",
+              "--json", str(out_json), "--csv", str(out_csv)])
+    assert info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "time vs baseline" in printed and "m128.onnx" in printed
+    import json
+
+    (data,) = json.loads(out_json.read_text())
+    assert data["pairs"] == 50 and data["ratios"][0]["ratio"] > 1.0
+    assert len(out_csv.read_text().splitlines()) == 3
+    with pytest.raises(SystemExit) as info:
+        main(["bench", str(onnx_pair[64]), str(onnx_pair[128]), "--paired", "--rounds", "3"])
+    assert info.value.code == 2

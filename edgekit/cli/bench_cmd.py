@@ -42,6 +42,14 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
 @click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
               help="Run every artifact this many times, round after round, and report each one's "
                    "median-p50 run: side-by-side figures on a noisy machine.")
+@click.option("--paired", is_flag=True,
+              help="Compare the artifacts in one process: alternate single invocations of each (in a "
+                   "rotating order) and report every one's time against the first (or --baseline) and "
+                   "its build's fp32 as a ratio of medians with a 95% interval; robust to a noisy machine.")
+@click.option("--pairs", type=click.IntRange(min=2, max=1_000_000), default=1000, show_default=True,
+              help="With --paired: invocations of each artifact.")
+@click.option("--baseline", default=None, metavar="PATH|NAME",
+              help="With --paired: the artifact the others are compared with [default: the first].")
 @click.option("--per-op", is_flag=True, help="Time per op type and the slowest ops.")
 @click.option("--ov-precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
               help="OpenVINO inference precision [default: the device's, recorded].")
@@ -67,8 +75,8 @@ def _threads(ctx, param, value: str | None) -> list[int | None]:
                    "their outputs with this machine's on real images (no timings). The first use "
                    "builds an aarch64 root in ~/.cache/edgekit (needs root, qemu-user-static, "
                    "debootstrap).")
-def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_precision, json_path,
-            csv_path, chart, devices, inventory, key, trust_new_host, no_verify, emulate) -> None:
+def command(paths, threads, warmup, iterations, duration, rounds, paired, pairs, baseline, per_op, ov_precision,
+            json_path, csv_path, chart, devices, inventory, key, trust_new_host, no_verify, emulate) -> None:
     """Benchmark artifacts (.tflite, .onnx, .xml) and/or every artifact of convert folders;
     several PATHs share one table (e.g. your build beside a reference model).
 
@@ -97,6 +105,15 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
     if emulate:
         _emulate(path, emulate, json_path, say, not no_verify)
         return
+    if paired or baseline:
+        if not paired:
+            raise click.UsageError("--baseline applies with --paired")
+        if iterations or duration or rounds > 1 or per_op:
+            raise click.UsageError("--paired times --pairs alternating invocations: no --iterations, "
+                                   "--duration, --rounds or --per-op")
+        _paired(paths, threads, pairs, warmup, baseline, ov_precision, devices, inventory, key, trust_new_host,
+                not no_verify, json_path, csv_path, say)
+        return
     failures = []
     try:
         results = bench(paths, threads=threads, warmup=warmup, iterations=iterations, duration=duration,
@@ -120,6 +137,26 @@ def command(paths, threads, warmup, iterations, duration, rounds, per_op, ov_pre
         sys.exit(max(f.exit_code for f in failures))
     if chart_file is not None and draw_chart(results, chart_file):
         err.print(f"chart: {chart_file}", highlight=False)
+
+
+def _paired(paths, threads, pairs, warmup, baseline, ov_precision, devices, inventory, key, trust_new_host,
+            verify, json_path, csv_path, say) -> None:
+    import json
+
+    from ..api import bench_paired
+    from ..bench.paired import table as paired_table, to_csv
+    from ..fileio import write_text_atomic
+
+    results = bench_paired(paths, threads=threads, pairs=pairs, warmup=max(warmup, 1), baseline=baseline,
+                           ov_precision=ov_precision, devices=devices, inventory=inventory, key=key,
+                           trust_new_host=trust_new_host, verify=verify, progress=say)
+    out = make_console()
+    for result in results:
+        out.print(paired_table(result))
+    if json_path:
+        write_text_atomic(json_path, json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    if csv_path:
+        write_text_atomic(csv_path, to_csv(results))
 
 
 def _emulate(path: Path, arch: str, json_path: Path | None, say, verify: bool = True) -> None:

@@ -7,14 +7,14 @@ import click
 from .console import console as make_console
 from rich.table import Table
 
-from ..backends.base import PRECISIONS
+from ..backends.base import PRECISIONS, list_calibration_methods
 from ..choices import DEFAULT_CALIB_SIZE, ROUNDINGS
 from ..datasets import read_labels
 from ..manifest import Manifest
 from ..targets import DEFAULT_TARGET
 from .options import normalisation_option, resolution_option, width_option
 
-CALIB_METHODS = ("minmax", "percentile", "entropy", "mse", "mean_minmax")
+CALIB_METHODS = tuple(list_calibration_methods())  # the union of the backends' (each checks its own)
 
 
 @click.command("convert")
