@@ -188,9 +188,9 @@ def bench_paired_device(paths: list[str | Path], device, threads: int | None = N
                         ov_precision: str | None = None, verify: bool = True,
                         trust_new_host: bool = False) -> PairedComparison:
     """The same on a device over SSH: its runner does the alternation there."""
-    from .remote import RemoteSession, _paramiko, sidecars
+    from .remote import RemoteSession, require_paramiko, sidecars
 
-    _paramiko()
+    require_paramiko()
     check_threads(threads)
     check_pairs(pairs)
     items = paired_items(paths, verify)

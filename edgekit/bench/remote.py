@@ -200,7 +200,7 @@ def resolve_devices(specs: Iterable[str], inventory_path: str | Path | None = No
 
 # --- SSH ----------------------------------------------------------------------------------------
 
-def _paramiko():
+def require_paramiko():
     try:
         import paramiko
     except ImportError:
@@ -248,7 +248,7 @@ def _policies(paramiko, known_hosts: Path):
 
 def connect(device: Device, trust_new_host: bool = False, timeout: float = CONNECT_TIMEOUT):
     """An authenticated paramiko.SSHClient, or a one-line error naming the device."""
-    paramiko = _paramiko()
+    paramiko = require_paramiko()
     label = device.label
     known_hosts = config_dir() / "known_hosts"
     client = paramiko.SSHClient()
@@ -478,7 +478,7 @@ def bench_remote(path: str | Path, devices: list[Device], threads: list[int | No
                  progress: Callable[[str], None] | None = None, verify: bool = True) -> RemoteOutcome:
     """Benchmark one artifact or a convert folder on several devices concurrently.
     Results come back in device order, then artifact, then thread count."""
-    _paramiko()
+    require_paramiko()
     say = progress or (lambda _m: None)
     artifacts = artifacts_in(Path(path), verify)
     if ov_precision:

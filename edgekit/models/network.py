@@ -9,7 +9,7 @@ from .meta import ModelMeta
 from .specs import Act, ArchSpec, ConvSpec, InvertedResidualSpec, Scale, SeparableSpec
 
 
-def _channels(channels: int, width: float, scale: Scale = Scale.ALWAYS) -> int:
+def scaled_channels(channels: int, width: float, scale: Scale = Scale.ALWAYS) -> int:
     factor = max(1.0, width) if scale is Scale.UP_ONLY else width
     return make_divisible(channels * factor, 8)
 
@@ -28,14 +28,14 @@ class MobileNet(nn.Module):
         def act(default: Act) -> Act:
             return override or default
 
-        stem_out = _channels(spec.stem.out, width, spec.stem.scale)
+        stem_out = scaled_channels(spec.stem.out, width, spec.stem.scale)
         layers: list[nn.Module] = [
             ConvNormAct(3, stem_out, spec.stem.kernel, spec.stem.stride, act=act(spec.stem.act),
                         bn_momentum=spec.bn_momentum, **bn)
         ]
         cin = stem_out
         for row in spec.blocks:
-            cout = _channels(row.out, width)
+            cout = scaled_channels(row.out, width)
             for i in range(row.repeats):
                 stride = row.stride if i == 0 else 1
                 if isinstance(row, SeparableSpec):
@@ -47,7 +47,7 @@ class MobileNet(nn.Module):
                 cin = cout
         if spec.last is not None:
             last: ConvSpec = spec.last
-            cout = cin * last.times_input if last.times_input else _channels(last.out, width, last.scale)
+            cout = cin * last.times_input if last.times_input else scaled_channels(last.out, width, last.scale)
             layers.append(ConvNormAct(cin, cout, last.kernel, act=act(last.act),
                                       bn_momentum=spec.bn_momentum, **bn))
             cin = cout
@@ -55,7 +55,7 @@ class MobileNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         dropout = spec.default_dropout if meta.dropout is None else meta.dropout
         if spec.head.hidden:
-            hidden = _channels(spec.head.hidden, width)
+            hidden = scaled_channels(spec.head.hidden, width)
             self.classifier = nn.Sequential(
                 nn.Linear(cin, hidden), act_module(act(spec.head.act)),
                 nn.Dropout(p=dropout, inplace=True), nn.Linear(hidden, meta.num_classes))
@@ -67,7 +67,7 @@ class MobileNet(nn.Module):
     def _bneck(row: InvertedResidualSpec, cin: int, cout: int, stride: int, width: float,
                act: Act, spec: ArchSpec, padding: str) -> InvertedResidual:
         if row.expanded:
-            hidden = _channels(row.expanded, width)
+            hidden = scaled_channels(row.expanded, width)
         else:
             hidden = int(round(cin * row.expand_ratio))
         squeeze = make_divisible(hidden // 4, 8) if row.se else None

@@ -10,7 +10,7 @@ from torch import nn
 
 from ...errors import InputError
 from ..blocks import HardSigmoid, HardSwish
-from ..network import MobileNet, _channels
+from ..network import MobileNet, scaled_channels
 from ..registry import create, get_spec
 
 ACTIVATION_NAMES: dict[type, str] = {
@@ -79,7 +79,7 @@ def choose_width(arch: str, shapes: list[tuple[int, ...]], num_classes: int,
     stem_out = int(shapes[0][0])
     base = get_spec(arch).stem.out
     candidates = [round(stem_out / base, 4)] + [w for w in COMMON_WIDTHS if w != stem_out / base]
-    candidates = [w for w in candidates if _channels(base, w) == stem_out] or candidates[:1]
+    candidates = [w for w in candidates if scaled_channels(base, w) == stem_out] or candidates[:1]
     for w in candidates:
         if fits(create(arch, width=w, num_classes=num_classes, padding="tf_same"), shapes):
             return w
