@@ -57,15 +57,15 @@ class TFSameConv2d(nn.Conv2d):
         super().__init__(*args, **kwargs)
 
     @staticmethod
-    def _pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    def same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
         out = math.ceil(size / stride)
         total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
         return total // 2, total - total // 2
 
     def pads(self, x: torch.Tensor) -> tuple[int, int, int, int]:
         """(left, right, top, bottom) for input ``x`` (NCHW)."""
-        top, bottom = self._pad(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
-        left, right = self._pad(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+        top, bottom = self.same_pad(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+        left, right = self.same_pad(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
         return left, right, top, bottom
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

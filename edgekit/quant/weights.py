@@ -124,8 +124,8 @@ def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         return x.transpose(0, 1).reshape(1, x.shape[1], -1)
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     if isinstance(conv, TFSameConv2d):
-        top, bottom = conv._pad(x.shape[-2], kh, sh, dh)
-        left, right = conv._pad(x.shape[-1], kw, sw, dw)
+        top, bottom = conv.same_pad(x.shape[-2], kh, sh, dh)
+        left, right = conv.same_pad(x.shape[-1], kw, sw, dw)
     else:
         (top, left), (bottom, right) = conv.padding, conv.padding
     xp = F.pad(x.transpose(0, 1), (left, right, top, bottom))  # C, N, H, W

@@ -193,9 +193,9 @@ def _check_geometry(graph: Graph, op: Op, target: Target, source: str) -> None:
     for axis in range(2):
         have = explicit[axis]
         if opts.padding == SAME:
-            extra = TFSameConv2d._pad(size[axis] + sum(have), kernel[axis], stride[axis], dilation[axis])
+            extra = TFSameConv2d.same_pad(size[axis] + sum(have), kernel[axis], stride[axis], dilation[axis])
             have = (have[0] + extra[0], have[1] + extra[1])
-        want = TFSameConv2d._pad(size[axis], kernel[axis], stride[axis], dilation[axis])
+        want = TFSameConv2d.same_pad(size[axis], kernel[axis], stride[axis], dilation[axis])
         if tuple(have) != want:
             raise InputError(f"{source} pads {tuple(have)} where edgekit layer {target.name} "
                              f"(TF SAME) pads {want}")
