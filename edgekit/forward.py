@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import EdgekitError
+from .errors import first_line
 from .models.meta import ModelMeta
 
 # Inputs the ONNX Runtime session is checked on against PyTorch before it is used
@@ -71,8 +71,8 @@ def fastest_runner(module: nn.Module, meta: ModelMeta, check: np.ndarray, thread
             if threads:
                 options.intra_op_num_threads = threads
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except (EdgekitError, Exception) as exc:  # noqa: BLE001 - any failure: PyTorch still runs it
-            return torch_runner(module, f"ONNX export failed ({str(exc).splitlines()[0][:120]})")
+        except Exception as exc:  # noqa: BLE001 - any failure: PyTorch still runs it
+            return torch_runner(module, f"ONNX export failed ({first_line(exc)[:120]})")
     name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ DATA_MOVEMENT = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Max
 
 def _int8_kernel(op_type: str) -> bool:
     return op_type.startswith(("QLinear", "QGemm", "QAttention", "QOrdered", "MatMulInteger",
-                               "ConvInteger", "DynamicQuantize")) or op_type in ("QGemm",)
+                               "ConvInteger", "DynamicQuantize"))
 
 
 def ort_placement(path: Path, runtime: str) -> Placement:
