@@ -47,6 +47,9 @@ def test_an_artifact_against_itself_is_even(onnx_pair):
     assert ratio.low <= 1.0 <= ratio.high, ratio
     assert not ratio.distinguishable
     assert len(result.timings) == 2 and all(t.n == 600 for t in result.timings)
+    # one global ONNX Runtime pool: a per-session pool still spinning after its run would take a
+    # core from the next session's (it doubled an fp32 p50 here)
+    assert all(t.runtime["details"]["thread_pool"] == "global" for t in result.timings)
 
 
 def test_four_times_the_pixels_is_slower_and_the_baseline_can_be_chosen(onnx_pair):

@@ -218,3 +218,20 @@ def test_unreadable_images_are_skipped_and_named(cifar, tmp_path):
     assert "skipped 1 unreadable image(s): " in out.stderr and "broken.jpg" in out.stderr
     result = json.loads(out.stdout)
     assert [Path(p).name for p in result["unreadable"]] == ["broken.jpg"]
+
+
+def test_no_validation_keeps_the_last_epoch(cifar, tmp_path):
+    """--val-split 0: every image trains, nothing is validated, the last epoch's checkpoint is
+    the one written (each epoch overwrites the previous)."""
+    from edgekit.models.weights import load_checkpoint
+
+    out = tmp_path / "m.pth"
+    result = train(cifar, out, val_split=0.0, cache_dir=tmp_path / "cache", seed=1, **{**FAST, "epochs": 2})
+    assert result.val_images == 0 and result.train_images == len(CLASSES) * PER_CLASS
+    assert result.best_val_top1 is None and result.best_epoch == 2
+    assert [h["val_top1"] for h in result.history] == [None, None]
+    assert list(load_checkpoint(out).meta.labels) == list(CLASSES)
+    cli = run_cli("train", "--data", cifar, "--out", tmp_path / "c.pth", "--cache-dir", tmp_path / "cache",
+                  "--resolution", "64", "--epochs", "1", "--views", "1", "--val-split", "0")
+    assert cli.returncode == 0, cli.stderr
+    assert "no validation images (the last epoch is kept)" in cli.stderr and "(no validation)" in cli.stdout

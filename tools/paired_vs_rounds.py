@@ -40,7 +40,8 @@ def main() -> None:
               f"unpaired {results[0].latency_ms['p50']:.3f}/{results[1].latency_ms['p50']:.3f} ms", flush=True)
     for name, values in (("paired", paired), (f"unpaired --rounds {args.rounds}", unpaired)):
         print(f"{name}: ratios {', '.join(f'{v:.3f}' for v in values)}; range {min(values):.3f}-{max(values):.3f} "
-              f"(spread {max(values) - min(values):.3f}), stdev {statistics.stdev(values):.4f}")
+              f"(spread {max(values) - min(values):.3f})"
+              + (f", stdev {statistics.stdev(values):.4f}" if len(values) > 1 else ""))
 
 
 if __name__ == "__main__":

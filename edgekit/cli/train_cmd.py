@@ -23,8 +23,8 @@ def _limits():
 @click.option("--val", type=click.Path(path_type=Path), default=None,
               help="Validation images, same classes [default: --val-split of --data held out].")
 @click.option("--val-split", type=float, default=None,
-              help="Fraction of each class held out for validation when --val is not given "
-                   "[default: 0.2].")
+              help="Fraction of each class held out for validation when --val is not given; 0: "
+                   "no validation, the last epoch is kept [default: 0.2].")
 @click.option("--model", default="mobilenet_v3_small", show_default=True, help=f"One of {model_names()}.")
 @click.option("--width", type=float, default=None, callback=check_width,
               help="Width multiplier [default: the built-in weights' (1.0)].")
@@ -74,7 +74,8 @@ def command(data, val, val_split, model, width, resolution, weights, freeze, fin
     extract = ("from the cache" if result.extract_images_per_second is None
                else f"{result.extract_images_per_second:,.0f} images/s ({result.runtime})")
     rate = f"{result.train_images_per_second:,.0f}" if result.train_images_per_second else "-"
+    kept = (f"best val top-1 {result.best_val_top1:.1%} (epoch {result.best_epoch}/{result.epochs})"
+            if result.best_val_top1 is not None else f"epoch {result.best_epoch} (no validation)")
     make_console().print(
-        f"{result.checkpoint}: best val top-1 {result.best_val_top1:.1%} (epoch {result.best_epoch}/"
-        f"{result.epochs}), {len(result.labels)} classes; features {extract}, training {rate} "
+        f"{result.checkpoint}: {kept}, {len(result.labels)} classes; features {extract}, training {rate} "
         f"images/s, {result.seconds:.0f} s", highlight=False)

@@ -50,7 +50,7 @@ class TrainResult:
     views: int
     epochs: int
     best_epoch: int
-    best_val_top1: float
+    best_val_top1: float | None  # None: trained without validation (--val-split 0)
     history: list[dict] = field(default_factory=list)
     runtime: str = ""  # what ran the frozen prefix: onnxruntime, pytorch, or cache
     runtime_note: str = ""  # why not onnxruntime, when not
@@ -74,8 +74,8 @@ def _check_numbers(epochs: int, batch_size: int, lr: float, views: int, val_spli
         raise InputError(f"--lr must be > 0 and at most {LIMITS.max_lr:g}, got {lr:g}")
     if not 0 <= views <= LIMITS.max_views:
         raise InputError(f"--views must be 0 to {LIMITS.max_views}, got {views}")
-    if not 0 < val_split < 1:
-        raise InputError(f"--val-split must be between 0 and 1 (a fraction), got {val_split:g}")
+    if not 0 <= val_split < 1:
+        raise InputError(f"--val-split must be 0 (no validation) or a fraction below 1, got {val_split:g}")
 
 
 def _check_out(out: Path, inputs: list[Path]) -> None:
@@ -167,8 +167,10 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
     where = {"arch": net.meta.arch, "width": net.meta.width, "padding": net.meta.padding,
              "activation": net.meta.activation, "frozen_blocks": n_blocks - fine_tune}
     cache_dir = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
-    reporter.say(f"{len(parts.train)} training and {len(parts.val)} validation images, "
-                 f"{len(parts.labels)} classes: {', '.join(parts.labels[:10])}"
+    n_val = len(parts.val) if parts.val is not None else 0
+    reporter.say(f"{len(parts.train)} training and " + (f"{n_val} validation images, " if n_val else
+                 "no validation images (the last epoch is kept), ")
+                 + f"{len(parts.labels)} classes: {', '.join(parts.labels[:10])}"
                  + (", ..." if len(parts.labels) > 10 else ""))
     reporter.say(f"{net.meta.arch} {net.meta.width:g}/{net.meta.resolution} from {base_weights}: "
                  + ("the backbone frozen, the head trained" if fine_tune == 0 else
@@ -192,11 +194,11 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
     with stop_on_signals():
         try:
             train_f = features(parts.train, views, "training")
-            val_f = features(parts.val, 0, "validation")
+            val_f = features(parts.val, 0, "validation") if parts.val is not None else None
         except TrainingInterrupted as exc:
             raise TrainingInterrupted(f"{exc}; during feature extraction: nothing was written"
                                       + (f" ({out} is as it was)" if out.exists() else ""), exc.signum) from None
-        unreadable = [str(f) for f in train_f.unreadable + val_f.unreadable]
+        unreadable = [str(f) for f in train_f.unreadable + (val_f.unreadable if val_f else [])]
         if unreadable:
             reporter.say(f"skipped {len(unreadable)} unreadable image(s): {', '.join(unreadable[:5])}"
                          + (", ..." if len(unreadable) > 5 else ""))
@@ -205,14 +207,14 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
             raise InputError(f"class '{parts.labels[missing[0]]}' has no readable training image")
         runner = runners[0] if runners else None
         runtime = runner.runtime if runner else ("cache" if train_f.hit else "none (no frozen blocks)")
-        rates = [f.images_per_second for f in (train_f, val_f) if f.images_per_second]
+        rates = [f.images_per_second for f in (train_f, val_f) if f is not None and f.images_per_second]
         if runner is not None:
             reporter.say(f"frozen prefix in {runner.runtime}" + (f" ({runner.why})" if runner.why else "")
                          + (f": {rates[0]:,.0f} images/s (views included)" if rates else ""))
         elif train_f.hit:
             reporter.say(f"features from the cache ({cache_dir})")
         fingerprint = hashlib.sha256(json.dumps({
-            "train": train_f.key, "val": val_f.key, "labels": parts.labels, "fine_tune": fine_tune,
+            "train": train_f.key, "val": val_f.key if val_f else None, "labels": parts.labels, "fine_tune": fine_tune,
             "batch_size": batch_size, "lr": lr, "seed": seed, "base": base_weights,
             "resolution": net.meta.resolution}, sort_keys=True).encode()).hexdigest()
         config = loop.LoopConfig(epochs, batch_size, lr, seed)
@@ -224,7 +226,7 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
     return TrainResult(
         checkpoint=str(out), labels=parts.labels, arch=net.meta.arch, width=net.meta.width,
         resolution=net.meta.resolution, weights=base_weights, fine_tune=fine_tune,
-        train_images=len(train_f.targets), val_images=len(val_f.targets), views=views, epochs=epochs,
+        train_images=len(train_f.targets), val_images=len(val_f.targets) if val_f else 0, views=views, epochs=epochs,
         best_epoch=result.best_epoch, best_val_top1=result.best_val_top1,
         history=[r.to_dict() for r in result.history], runtime=runtime,
         runtime_note=runner.why if runner else "", extract_images_per_second=rates[0] if rates else None,

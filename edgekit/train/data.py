@@ -13,13 +13,13 @@ from ..errors import InputError
 @dataclass
 class Split:
     train: ClassedSet
-    val: ClassedSet
+    val: ClassedSet | None  # None: --val-split 0, no validation
     labels: list[str]
 
 
 def load_split(data: Path, val: Path | None, val_split: float, seed: int) -> Split:
     """``data`` for training and ``val`` (same class names) for validation, or a seeded
-    ``val_split`` fraction of every class of ``data`` held out."""
+    ``val_split`` fraction of every class of ``data`` held out (0: none, no validation)."""
     train = load_classed(data)
     if len(train.labels) < 2:
         raise InputError(f"{data} has one class only ({train.labels[0]}): a classifier needs at least "
@@ -34,6 +34,8 @@ def load_split(data: Path, val: Path | None, val_split: float, seed: int) -> Spl
             raise InputError(f"the classes of --val {val} differ from those of --data {data} ("
                              + "; ".join(parts) + ")")
         return Split(train, held, train.labels)
+    if val_split == 0:
+        return Split(train, None, train.labels)
     return _held_out(train, val_split, seed)
 
 

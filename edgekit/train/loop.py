@@ -40,7 +40,7 @@ class EpochRecord:
     epoch: int
     loss: float
     train_top1: float
-    val_top1: float
+    val_top1: float | None  # None: no validation set
     seconds: float
     images_per_second: float
 
@@ -52,7 +52,7 @@ class EpochRecord:
 class LoopResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_top1: float = -1.0
+    best_val_top1: float | None = None
     resumed_from: int = 0  # epochs already done when --resume started
 
 
@@ -97,10 +97,11 @@ def accuracy(suffix: nn.Module, values: np.ndarray, targets: np.ndarray) -> floa
     return correct / max(1, len(targets))
 
 
-def run(model: nn.Module, suffix: nn.Module, train: Features, val: Features, config: LoopConfig,
+def run(model: nn.Module, suffix: nn.Module, train: Features, val: Features | None, config: LoopConfig,
         out: Path, fingerprint: str, resume: bool, reporter) -> LoopResult:
     """Train ``suffix`` (part of ``model``) for ``config.epochs``; after each epoch write the
-    training state (for --resume) and, when validation improved, the checkpoint ``out``."""
+    training state (for --resume) and, when validation improved, the checkpoint ``out`` (with
+    no validation set, every epoch's: the last one is kept)."""
     opt = _optimizer(suffix, config.lr)
     result = LoopResult()
     n = len(train.targets)
@@ -141,10 +142,10 @@ def run(model: nn.Module, suffix: nn.Module, train: Features, val: Features, con
             loss_sum += loss.item() * len(idx)
             reporter.batch(seen, loss_sum / seen, correct / seen, seen / (time.perf_counter() - t0))
         seconds = time.perf_counter() - t0
-        val_top1 = accuracy(suffix, val.values[0], val.targets)
+        val_top1 = accuracy(suffix, val.values[0], val.targets) if val is not None else None
         record = EpochRecord(epoch + 1, loss_sum / seen, correct / seen, val_top1, seconds, seen / seconds)
         result.history.append(record)
-        improved = val_top1 > result.best_val_top1
+        improved = val_top1 is None or result.best_val_top1 is None or val_top1 > result.best_val_top1
         if improved:
             result.best_epoch, result.best_val_top1 = epoch + 1, val_top1
             save_checkpoint(model, out)
@@ -155,8 +156,9 @@ def run(model: nn.Module, suffix: nn.Module, train: Features, val: Features, con
 
 def _interrupted(exc: TrainingInterrupted, out: Path, result: LoopResult) -> TrainingInterrupted:
     if result.best_epoch:
-        where = (f"; the best checkpoint so far (epoch {result.best_epoch}, val top-1 "
-                 f"{result.best_val_top1:.1%}) is {out}; --resume continues")
+        score = f", val top-1 {result.best_val_top1:.1%}" if result.best_val_top1 is not None else ""
+        where = (f"; the best checkpoint so far (epoch {result.best_epoch}{score}) is {out}; "
+                 "--resume continues")
     else:
         where = "; no epoch finished, nothing was written" + (
             f" ({out} is as it was)" if out.exists() else "")

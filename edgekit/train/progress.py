@@ -61,6 +61,7 @@ class RichReporter(Silent):
     def epoch_end(self, record, improved: bool) -> None:
         if self._progress is not None:
             self._progress.update(self._task, stats=f"loss {record.loss:.3f} acc {record.train_top1:.1%} "
-                                  f"{record.images_per_second:,.0f} images/s  val {record.val_top1:.1%}"
+                                  f"{record.images_per_second:,.0f} images/s"
+                                  + (f"  val {record.val_top1:.1%}" if record.val_top1 is not None else "")
                                   + ("  saved" if improved else ""))
         self._close()
