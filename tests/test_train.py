@@ -235,3 +235,18 @@ def test_no_validation_keeps_the_last_epoch(cifar, tmp_path):
                   "--resolution", "64", "--epochs", "1", "--views", "1", "--val-split", "0")
     assert cli.returncode == 0, cli.stderr
     assert "no validation images (the last epoch is kept)" in cli.stderr and "(no validation)" in cli.stdout
+
+
+def test_small_images_are_not_centre_cropped(cifar, tmp_path):
+    """CIFAR's 32 px images: --crop auto stretches the whole image (cutting 12.5% of the border
+    of a 32 px image cuts into the object); center keeps the backbone's crop. The checkpoint
+    records which, so eval, convert and the demo frame images as training did."""
+    from edgekit.models.weights import load_checkpoint
+
+    auto = train(cifar, tmp_path / "auto.pth", val_split=0.0, cache_dir=tmp_path / "cache", **FAST)
+    assert auto.crop == "none" and load_checkpoint(tmp_path / "auto.pth").meta.preprocessing.resize == 0
+    centre = train(cifar, tmp_path / "centre.pth", val_split=0.0, cache_dir=tmp_path / "cache", crop="center", **FAST)
+    pre = load_checkpoint(tmp_path / "centre.pth").meta.preprocessing
+    assert centre.crop == "center" and pre.resize > pre.size
+    with pytest.raises(InputError, match="--crop"):
+        train(cifar, tmp_path / "x.pth", cache_dir=tmp_path / "cache", crop="middle", **FAST)

@@ -43,6 +43,10 @@ def _limits():
               help="Peak learning rate of the head (fine-tuned blocks: 0.3x), warm-up then cosine.")
 @click.option("--views", type=click.IntRange(0, 32), default=4, show_default=True,
               help="Augmented views per image (random resized crop + flip), besides the centre view.")
+@click.option("--crop", type=click.Choice(["auto", "center", "none"]), default="auto", show_default=True,
+              help="center: the backbone's centre crop; none: the whole image resized; auto: none "
+                   "for images smaller than the input (e.g. CIFAR's 32 px), else center. Recorded "
+                   "in the checkpoint: eval, convert and the demo frame images the same way.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Checkpoint to write (.pth, .pt or .safetensors); the best epoch's is kept.")
@@ -52,7 +56,7 @@ def _limits():
 @click.option("--threads", type=int, default=None, help="CPU threads [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def command(data, val, val_split, model, width, resolution, weights, freeze, fine_tune, epochs,
-            batch_size, lr, views, seed, out, resume, cache_dir, threads, as_json) -> None:
+            batch_size, lr, views, crop, seed, out, resume, cache_dir, threads, as_json) -> None:
     """Train a classifier on your photos: transfer learning from the built-in ImageNet weights
     (a new head; with --fine-tune, the last blocks too), or from scratch with --weights random.
     The frozen part runs once per image and view (ONNX Runtime when it matches PyTorch) and is
@@ -66,7 +70,7 @@ def command(data, val, val_split, model, width, resolution, weights, freeze, fin
     err = make_console(stderr=True)
     result = train(data, out, val=val, val_split=0.2 if val_split is None else val_split, model=model, width=width,
                    resolution=resolution, weights=weights, epochs=epochs, batch_size=batch_size, lr=lr,
-                   fine_tune=0 if freeze else fine_tune, views=views, seed=seed, resume=resume,
+                   fine_tune=0 if freeze else fine_tune, views=views, crop=crop, seed=seed, resume=resume,
                    cache_dir=cache_dir, threads=threads, reporter=RichReporter(err))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -33,6 +33,8 @@ class Limits:
 
 LIMITS = Limits()
 DEFAULT_VIEWS = 4  # augmented views per image, besides the centre view
+CROPS = ("auto", "center", "none")
+SIZE_SAMPLE = 64  # images whose size decides --crop auto
 CHECK_IMAGES = 4  # images the fast runtime is checked against PyTorch on
 
 
@@ -60,6 +62,7 @@ class TrainResult:
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from_epoch: int = 0
+    crop: str = "center"  # what the checkpoint's preprocessing does: "center" crop or "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +111,35 @@ def _check_images(files: list[Path], pre) -> "np.ndarray":
     return np.stack(out)
 
 
+def _framing(pre, files: list[Path], crop: str) -> tuple["Preprocessing", str, str]:
+    """(preprocessing, "center" | "none", why) for ``crop``: "auto" keeps the backbone's centre
+    crop unless the images are smaller than the input (CIFAR's 32 px): cutting the border of an
+    image that small takes part of the object away, so the whole image is stretched instead."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    if crop not in CROPS:
+        raise InputError(f"--crop must be one of {', '.join(CROPS)}, got '{crop}'")
+    why = ""
+    if crop == "auto":
+        sides = []
+        for f in files[:SIZE_SAMPLE]:
+            try:
+                with Image.open(f) as image:
+                    sides.append(min(image.size))
+            except Exception:  # noqa: BLE001 - unreadable files are named later, by the extraction
+                continue
+        small = bool(sides) and sorted(sides)[len(sides) // 2] < pre.size
+        crop = "none" if small else "center"
+        if small:
+            why = (f" (images smaller than the {pre.size} px input, median short side "
+                   f"{sorted(sides)[len(sides) // 2]} px)")
+    if crop == "none":
+        return replace(pre, resize=0), "none", why
+    return pre, "center", why
+
+
 def _base_model(model: str | None, weights: str, width: float | None, resolution: int | None):
     from ..models.loading import load_model
 
@@ -118,7 +150,8 @@ def _base_model(model: str | None, weights: str, width: float | None, resolution
 def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, val_split: float = 0.2,
           model: str | None = None, width: float | None = None, resolution: int | None = None,
           weights: str = "imagenet", epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-          fine_tune: int | None = None, views: int = DEFAULT_VIEWS, seed: int = 0, resume: bool = False,
+          fine_tune: int | None = None, views: int = DEFAULT_VIEWS, crop: str = "auto", seed: int = 0,
+          resume: bool = False,
           cache_dir: str | Path | None = None, threads: int | None = None, reporter=None) -> TrainResult:
     """Train a classifier on ``data`` (a folder of class subfolders, or a TSV path<TAB>class) and
     write the best checkpoint (by validation top-1) to ``out``.
@@ -127,7 +160,9 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
     scratch: every block trained) or a checkpoint. ``fine_tune``: how many of the last feature
     blocks train with the new head (0: the backbone frozen; default 0, all with "random").
     ``views``: augmented views (random resized crop + flip) cached per image besides the centre
-    view. ``resume``: continue from ``out``'s saved training state.
+    view. ``crop``: "center" (the backbone's centre crop), "none" (the whole image resized) or
+    "auto" (none for images smaller than the input). ``resume``: continue from ``out``'s saved
+    training state.
     """
     import torch
 
@@ -161,8 +196,8 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
     fine_tune = (n_blocks if weights == "random" else 0) if fine_tune is None else fine_tune
     split.check_fine_tune(net, fine_tune)
     replace_head(net, parts.labels, seed)
-    net.meta = net.meta.with_(weights=f"edgekit train from {base_weights}")
-    pre = net.meta.preprocessing
+    pre, crop, crop_why = _framing(net.meta.preprocessing, parts.train.files, crop)
+    net.meta = net.meta.with_(weights=f"edgekit train from {base_weights}", preprocessing=pre)
     prefix, suffix = split.cut(net, fine_tune)
     where = {"arch": net.meta.arch, "width": net.meta.width, "padding": net.meta.padding,
              "activation": net.meta.activation, "frozen_blocks": n_blocks - fine_tune}
@@ -175,6 +210,8 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
     reporter.say(f"{net.meta.arch} {net.meta.width:g}/{net.meta.resolution} from {base_weights}: "
                  + ("the backbone frozen, the head trained" if fine_tune == 0 else
                     f"the last {fine_tune} of {n_blocks} feature blocks and the head trained"))
+    reporter.say(("centre crop of the shorter side" if crop == "center" else
+                  "the whole image resized, no centre crop") + f" to {pre.size} px" + crop_why)
 
     runners: list = []  # built on the first cache miss: exporting takes seconds
 
@@ -215,7 +252,7 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
             reporter.say(f"features from the cache ({cache_dir})")
         fingerprint = hashlib.sha256(json.dumps({
             "train": train_f.key, "val": val_f.key if val_f else None, "labels": parts.labels, "fine_tune": fine_tune,
-            "batch_size": batch_size, "lr": lr, "seed": seed, "base": base_weights,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "base": base_weights, "crop": crop,
             "resolution": net.meta.resolution}, sort_keys=True).encode()).hexdigest()
         config = loop.LoopConfig(epochs, batch_size, lr, seed)
         torch.manual_seed(seed)
@@ -231,4 +268,4 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
         history=[r.to_dict() for r in result.history], runtime=runtime,
         runtime_note=runner.why if runner else "", extract_images_per_second=rates[0] if rates else None,
         train_images_per_second=train_rate, cache_hit=train_f.hit, unreadable=unreadable,
-        seconds=time.perf_counter() - started, resumed_from_epoch=result.resumed_from)
+        seconds=time.perf_counter() - started, resumed_from_epoch=result.resumed_from, crop=crop)
