@@ -101,6 +101,22 @@ def test_alone_sqnr_reads_the_int8_bias(models, calibration, tmp_path):
     assert after < before - 6, (before, after)
 
 
+def test_report_on_shared_constants(tmp_path, capsys):
+    """Equal biases (a random model's zero SE biases) are one constant in the build's float ONNX,
+    the others Identity nodes of it; the one-layer-quantized variant replaces such a bias by the
+    int8 model's dequantized one and must drop the Identity (it was an invalid model: 'Duplicate
+    definition of name features.6.block.2.fc1.bias')."""
+    from edgekit.convert import convert
+
+    build = tmp_path / "build"
+    convert("x86", "mobilenet_v3_small", width=0.75, resolution=96, backend="onnxruntime",
+            calib_size=4, out=build, check=False, weights="random")
+    assert any(n.op_type == "Identity" and n.output[0].endswith(".bias")
+               for n in onnx.load(build / "model_fp32.onnx").graph.node)
+    code, _, err = _run(capsys, "quant-report", str(build), "-n", "2", "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+
+
 def test_float_layers_in_onnxruntime(source, calibration, tmp_path):
     backend = get_backend("onnxruntime")
     kept = ("features.0", "features.5.conv.1")

@@ -218,7 +218,11 @@ def _alone_sqnr(float_model, int8_model, layers: list[str], images: np.ndarray) 
                             variant.graph.initializer.append(q_inits[t])
                             present.add(t)
                 node.input[i] = theirs
-        variant.graph.node.extend(added)
+        # the float tensor a dequantized bias replaces: an initializer, or an Identity of another
+        # layer's equal one (the exporter shares identical constants, e.g. zero biases)
+        nodes = [n for n in variant.graph.node if not (n.output and set(n.output) <= shadowed)]
+        del variant.graph.node[:]
+        variant.graph.node.extend(nodes + added)
         kept = [t for t in variant.graph.initializer if t.name not in shadowed]
         del variant.graph.initializer[:]
         variant.graph.initializer.extend(kept)

@@ -210,8 +210,8 @@ def train(data: str | Path, out: str | Path, *, val: str | Path | None = None, v
     reporter.say(f"{net.meta.arch} {net.meta.width:g}/{net.meta.resolution} from {base_weights}: "
                  + ("the backbone frozen, the head trained" if fine_tune == 0 else
                     f"the last {fine_tune} of {n_blocks} feature blocks and the head trained"))
-    reporter.say(("centre crop of the shorter side" if crop == "center" else
-                  "the whole image resized, no centre crop") + f" to {pre.size} px" + crop_why)
+    reporter.say((f"images resized and centre-cropped to {pre.size} px" if crop == "center" else
+                  f"whole images resized to {pre.size} px, no centre crop") + crop_why)
 
     runners: list = []  # built on the first cache miss: exporting takes seconds
 

@@ -25,6 +25,44 @@ WEIGHT_DECAY = 1e-4
 # features that 500 images per class cannot relearn.
 BLOCK_LR_FACTOR = 0.3
 EVAL_BATCH = 256
+# The checkpoint holds an exponential moving average of the trained weights, with a half-life of
+# EMA_HALF_LIFE epochs: on 500 images per class the last steps' weights wander around a flat
+# minimum and their average generalises better. BatchNorm statistics are frozen (train_mode), so
+# the averaged weights need no re-estimation of them.
+EMA_HALF_LIFE = 1.0
+
+
+class WeightAverage:
+    """The moving average of a module's trainable parameters, swapped in to validate and save."""
+
+    def __init__(self, module: nn.Module, steps_per_epoch: int):
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+        self.decay = 0.5 ** (1.0 / max(1.0, EMA_HALF_LIFE * steps_per_epoch))
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))  # early steps: follow closely
+        for avg, p in zip(self.average, self.params):
+            avg.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live and the averaged weights (call again to undo)."""
+        for avg, p in zip(self.average, self.params):
+            tmp = p.detach().clone()
+            p.copy_(avg)
+            avg.copy_(tmp)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, **{f"avg.{i}": a for i, a in enumerate(self.average)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        for i, a in enumerate(self.average):
+            a.copy_(state[f"avg.{i}"])
 
 
 @dataclass(frozen=True)
@@ -40,9 +78,10 @@ class EpochRecord:
     epoch: int
     loss: float
     train_top1: float
-    val_top1: float | None  # None: no validation set
+    val_top1: float | None  # None: no validation set; of the averaged weights (the ones saved)
     seconds: float
     images_per_second: float
+    val_top1_last: float | None = None  # of the last step's weights, for comparison
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,10 +145,11 @@ def run(model: nn.Module, suffix: nn.Module, train: Features, val: Features | No
     result = LoopResult()
     n = len(train.targets)
     batches = math.ceil(n / config.batch_size)
+    average = WeightAverage(suffix, batches)
     total = config.epochs * batches
     start_epoch = 0
     if resume:
-        start_epoch = _restore(out, suffix, opt, fingerprint, result)
+        start_epoch = _restore(out, suffix, opt, average, fingerprint, result)
         if start_epoch >= config.epochs:
             raise InputError(f"--resume: {state_path(out)} has done {start_epoch} epochs already "
                              f"(--epochs {config.epochs}); pass a larger --epochs to train on")
@@ -137,19 +177,26 @@ def run(model: nn.Module, suffix: nn.Module, train: Features, val: Features | No
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            average.update()
             seen += len(idx)
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += loss.item() * len(idx)
             reporter.batch(seen, loss_sum / seen, correct / seen, seen / (time.perf_counter() - t0))
         seconds = time.perf_counter() - t0
-        val_top1 = accuracy(suffix, val.values[0], val.targets) if val is not None else None
-        record = EpochRecord(epoch + 1, loss_sum / seen, correct / seen, val_top1, seconds, seen / seconds)
-        result.history.append(record)
-        improved = val_top1 is None or result.best_val_top1 is None or val_top1 > result.best_val_top1
-        if improved:
-            result.best_epoch, result.best_val_top1 = epoch + 1, val_top1
-            save_checkpoint(model, out)
-        _save_state(out, suffix, opt, fingerprint, result)
+        last_top1 = accuracy(suffix, val.values[0], val.targets) if val is not None else None
+        average.swap()  # the averaged weights in the model: validated and saved
+        try:
+            val_top1 = accuracy(suffix, val.values[0], val.targets) if val is not None else None
+            record = EpochRecord(epoch + 1, loss_sum / seen, correct / seen, val_top1, seconds,
+                                 seen / seconds, last_top1)
+            result.history.append(record)
+            improved = val_top1 is None or result.best_val_top1 is None or val_top1 > result.best_val_top1
+            if improved:
+                result.best_epoch, result.best_val_top1 = epoch + 1, val_top1
+                save_checkpoint(model, out)
+        finally:
+            average.swap()
+        _save_state(out, suffix, opt, average, fingerprint, result)
         reporter.epoch_end(record, improved)
     return result
 
@@ -165,10 +212,10 @@ def _interrupted(exc: TrainingInterrupted, out: Path, result: LoopResult) -> Tra
     return TrainingInterrupted(str(exc) + where, exc.signum)
 
 
-def _save_state(out: Path, suffix: nn.Module, opt: torch.optim.Optimizer, fingerprint: str,
-                result: LoopResult) -> None:
+def _save_state(out: Path, suffix: nn.Module, opt: torch.optim.Optimizer, average: WeightAverage,
+                fingerprint: str, result: LoopResult) -> None:
     state = {"fingerprint": fingerprint, "epochs_done": len(result.history),
-             "suffix": suffix.state_dict(), "optimizer": opt.state_dict(),
+             "suffix": suffix.state_dict(), "optimizer": opt.state_dict(), "average": average.state_dict(),
              "result": json.dumps({"history": [r.to_dict() for r in result.history],
                                    "best_epoch": result.best_epoch,
                                    "best_val_top1": result.best_val_top1})}
@@ -176,8 +223,8 @@ def _save_state(out: Path, suffix: nn.Module, opt: torch.optim.Optimizer, finger
         torch.save(state, tmp)
 
 
-def _restore(out: Path, suffix: nn.Module, opt: torch.optim.Optimizer, fingerprint: str,
-             result: LoopResult) -> int:
+def _restore(out: Path, suffix: nn.Module, opt: torch.optim.Optimizer, average: WeightAverage,
+             fingerprint: str, result: LoopResult) -> int:
     path = state_path(out)
     if not path.is_file():
         raise InputError(f"--resume: no training state {path} (it is written after every epoch "
@@ -191,6 +238,9 @@ def _restore(out: Path, suffix: nn.Module, opt: torch.optim.Optimizer, fingerpri
                          "resume with the same options, or start afresh without --resume")
     suffix.load_state_dict(state["suffix"])
     opt.load_state_dict(state["optimizer"])
+    if "average" not in state:
+        raise InputError(f"--resume: {path} is from an older edgekit (no weight average); start afresh")
+    average.load_state_dict(state["average"])
     saved = json.loads(state["result"])
     result.history = [EpochRecord(**r) for r in saved["history"]]
     result.best_epoch, result.best_val_top1 = saved["best_epoch"], saved["best_val_top1"]
