@@ -23,7 +23,7 @@ RUNTIMES = {
     ".tflite": (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")),
     ".onnx": (("onnxruntime", "onnxruntime"),),
     ".xml": (("openvino", "openvino"),),
-    ".pte": (("executorch", "executorch"),),
+    ".pte": (("executorch.runtime", "executorch"),),
 }
 
 
