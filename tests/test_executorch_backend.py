@@ -161,6 +161,9 @@ def test_missing_runtime_names_the_extra(monkeypatch, backend):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 
+    from edgekit.backends import executorch_session
+
+    monkeypatch.setattr(executorch_session, "_LIB", None)  # imported once per process
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(MissingDependencyError, match=r"pip install 'edgekit\[executorch\]'"):
         backend.require()

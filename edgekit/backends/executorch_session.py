@@ -22,15 +22,21 @@ EXTRA = "executorch"
 SCALAR_TYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32"}
 
 
+_LIB = None
+
+
 def portable_lib():
     """ExecuTorch's native runtime module (it imports torch: the runtime links libtorch)."""
-    try:
-        with warnings.catch_warnings(), native_output_silenced():
-            warnings.simplefilter("ignore")  # "This API is experimental" on every import
-            from executorch.extension.pybindings import portable_lib as lib
-    except ImportError:
-        raise MissingDependencyError("executorch", EXTRA) from None
-    return lib
+    global _LIB
+    if _LIB is None:
+        try:
+            with warnings.catch_warnings(), native_output_silenced():
+                warnings.simplefilter("ignore")  # "This API is experimental" on every import
+                from executorch.extension.pybindings import portable_lib as lib
+        except ImportError:
+            raise MissingDependencyError("executorch", EXTRA) from None
+        _LIB = lib
+    return _LIB
 
 
 def runtime_version() -> str:
@@ -48,10 +54,10 @@ class _Pool:
     @classmethod
     def size(cls) -> int:
         lib = portable_lib()
-        current = int(lib._threadpool_get_thread_count())
         if cls.default is None:
-            cls.default = current
-        return current
+            with native_output_silenced():  # creating the pool, cpuinfo logs ARM id files it lacks
+                cls.default = int(lib._threadpool_get_thread_count())
+        return int(lib._threadpool_get_thread_count())
 
     @classmethod
     def ensure(cls, threads: int | None) -> int:

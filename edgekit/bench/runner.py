@@ -472,10 +472,13 @@ class ExecuTorchModel:
         self.torch = torch
         self.input = _random_input(np, tuple(spec.sizes()), dtypes.get(int(spec.dtype()), np.float32))
         self._tensor = torch.from_numpy(self.input)
+        with open(path, "rb") as f:  # the delegate's id is a string in the program's flatbuffer
+            names_xnnpack = b"XnnpackBackend" in f.read()
+        backends = runtime.backend_registry.registered_backend_names
         self.runtime = {"name": "executorch", "version": _dist_version(package),
-                        "details": {"threads": int(portable_lib._threadpool_get_thread_count()),
-                                    "default_threads": default,
-                                    "backends": runtime.backend_registry.registered_backend_names}}
+                        "details": {"xnnpack": names_xnnpack and "XnnpackBackend" in backends,
+                                    "threads": int(portable_lib._threadpool_get_thread_count()),
+                                    "default_threads": default, "backends": backends}}
         self.per_op_note = None
 
     def set_input(self, x):
