@@ -8,6 +8,7 @@ flatbuffer (executorch/backends/xnnpack/serialization/schema.fbs), turned into J
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -102,7 +103,9 @@ def _xnnpack_graph(payload: bytes) -> dict | None:
         try:
             subprocess.run([str(exe), "--json", "--strict-json", "--raw-binary", "-o", tmp, str(fbs),
                             "--", str(binary)], check=True, capture_output=True, timeout=120)
-            return json.loads((Path(tmp) / "graph.json").read_text())
+            # flatc writes unbounded clamps (ReLU's output_max) as bare inf, which JSON lacks
+            text = re.sub(r"(?<=[:\s])(-?)inf\b", r'"\1inf"', (Path(tmp) / "graph.json").read_text())
+            return json.loads(re.sub(r"(?<=[:\s])nan\b", '"nan"', text))
         except (OSError, subprocess.SubprocessError, ValueError):
             return None
 
