@@ -50,7 +50,7 @@ def test_a_file_names_its_backend():
     assert backend_named_by(Path("m.xml")).name == "openvino"
     assert backend_for_path(Path("model_int8_edgetpu.tflite")).name == "tflite"  # what runs it
     assert get_backend("openvino").sidecars == (".bin",)
-    with pytest.raises(InputError, match=r"don't know how to run m\.pb: expected one of \.onnx, \.xml, \.tflite, \.pte"):
+    with pytest.raises(InputError, match=r"don't know how to run m\.pb: expected one of \.pte, \.onnx, \.xml, \.tflite"):
         backend_named_by(Path("m.pb"))
 
 
