@@ -159,11 +159,8 @@ def test_report_check_names_the_artifacts():
 
 
 def test_emulated_backends_are_those_with_aarch64_wheels():
-    assert [b.name for b in emulate.emulated_backends()] == ["executorch", "onnxruntime", "tflite"]
-    wheels = emulate.wanted_wheels()
-    assert list(wheels)[:3] == ["numpy", "executorch", "torch"]
-    assert list(wheels)[-2:] == ["onnxruntime", "ai-edge-litert"]
-    assert all("+" not in (v or "") for v in wheels.values())  # torch's "+cpu" is not on PyPI
+    assert [b.name for b in emulate.emulated_backends()] == ["onnxruntime", "tflite"]
+    assert list(emulate.wanted_wheels()) == ["numpy", "onnxruntime", "ai-edge-litert"]
 
 
 def test_missing_tools_name_the_packages(monkeypatch):
@@ -223,7 +220,7 @@ def build(tmp_path_factory):
     # rpi4's four artifacts (tflite fp32 / int8 with int8 I/O, ORT fp32 / U8S8 int8), small model
     out = tmp_path_factory.mktemp("emulate") / "rpi4"
     convert("rpi4", "mobilenet_v2", width=0.35, resolution=96, out=out, calib_size=4, check=False, weights="random",
-            backend=["tflite", "onnxruntime"])  # executorch's: test_executorch_emulate.py
+            backend=["tflite", "onnxruntime"])  # the .pte programs are not emulated (executorch_backend.py)
     return out
 
 

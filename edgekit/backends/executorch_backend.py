@@ -44,11 +44,12 @@ class ExecuTorchBackend(Backend):
     extra = EXTRA
     modules = ("executorch.runtime",)
     color = (148, 103, 189)
-    # executorch's Python runtime imports torch, and through executorch.exir these pure-Python
-    # packages (the rest of torch's requirements it imports lazily)
-    aarch64_wheels = ("executorch", "torch", "flatbuffers", "ruamel.yaml", "tabulate",
-                      "typing-extensions", "filelock", "sympy", "mpmath", "networkx", "jinja2",
-                      "markupsafe", "fsspec", "packaging")
+    # Not emulated (`bench --emulate aarch64`): executorch 1.4.1 has an aarch64 wheel on PyPI, but
+    # its runtime imports torch, and PyPI's torch 2.13.0 aarch64 wheel is the CUDA 13 build
+    # (libtorch.so needs libtorch_cuda.so -> cudart, cublas, cudnn, nccl, ...: GBs of CUDA wheels);
+    # the CPU build is only on download.pytorch.org/whl/cpu. With these wheels the emulated run
+    # fails at `import torch` ("libcublasLt.so.*[0-9] not found").
+    aarch64_wheels = ()
     description = "ExecuTorch + XNNPACK: .pte programs, fp32 and static PT2E int8 (XNNPACK quantizer)"
 
     def require(self) -> None:

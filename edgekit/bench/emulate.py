@@ -122,8 +122,7 @@ def wanted_wheels() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for package in dict.fromkeys(("numpy", *(w for b in emulated_backends() for w in b.aarch64_wheels))):
         try:
-            # a local build label ("2.13.0+cpu": torch's CPU wheel here) is not on PyPI
-            versions[package] = importlib.metadata.version(package).split("+")[0]
+            versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     return versions
