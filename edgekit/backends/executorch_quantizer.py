@@ -163,6 +163,21 @@ def make_quantizer(config, float_layers: tuple[str, ...] = ()):
     return Quantizer().set_global(config)
 
 
+def _broadcast_constants(module) -> None:
+    """Scalars as (1, 1, 1, 1) constants (executorch_backend._with_broadcast_constants), with the
+    fake-tensor value the XNNPACK quantizer reads to tell float operands (it leaves an operand
+    without one unquantized, and so the add, and then the ReLU6 after it has no grid to share)."""
+    from .tflite_quantizer import _scalars_to_broadcast_constants
+
+    _scalars_to_broadcast_constants(module)
+    fake = next((n.meta["val"] for n in module.graph.nodes if hasattr(n.meta.get("val"), "fake_mode")), None)
+    if fake is None:
+        return
+    for node in module.graph.nodes:
+        if node.op == "get_attr" and "val" not in node.meta and str(node.target).startswith("_edgekit_scalar"):
+            node.meta["val"] = fake.fake_mode.from_tensor(getattr(module, node.target))
+
+
 def quantize(model, example, calibration: CalibrationSet, config, float_layers: tuple[str, ...] = ()):
     """The PT2E int8 module of ``model`` (a float nn.Module) calibrated on ``calibration``'s
     images, re-exported at ``example``'s static batch 1: an ExportedProgram to lower."""
@@ -177,6 +192,7 @@ def quantize(model, example, calibration: CalibrationSet, config, float_layers: 
         raise InputError(f"calibration images are {tuple(images.shape[1:])}, the model takes "
                          f"{tuple(example[0].shape[1:])} (C, H, W)")
     exported, batch_size = export_for_calibration(model, example)
+    _broadcast_constants(exported)
     prepared = quantize_pt2e.prepare_pt2e(exported, make_quantizer(config, float_layers))
     batch = torch.from_numpy(images)
     with torch.no_grad(), observing_producers_only(prepared), threads_for_batch(batch_size):
