@@ -81,20 +81,6 @@ def test_placement_all_on_xnnpack(fp32, int8, backend):
     assert any("Conv2d" in op for op in ops), ops  # XNNPACK's own node names
 
 
-def test_float_layers_stay_float_and_delegated(tmp_path, backend, source, calibration, reference, int8):
-    art = backend.convert(source, "int8", calibration, tmp_path / "mixed.pte",
-                          ConvertOptions(float_layers=("features.1",)))
-    d = art.details
-    assert d["float_weighted_ops"] == 2  # features.1: depthwise and pointwise convolutions
-    assert d["float_layers"] == ["features.1"]
-    assert d["xnnpack_partitions"] == 1 and d["ops_outside_xnnpack"] == {}
-    mixed = compare(reference, backend.load(art).run(calibration.images))
-    assert mixed.sqnr_db > 8
-    # the float island is entered and left through XNNPACK converts (int8 <-> fp32)
-    assert d["xnnpack_nodes"]["XNNConvert"] == int8.details["xnnpack_nodes"]["XNNConvert"] + 2
-    assert backend.placement(art.path).accelerated == backend.placement(art.path).total
-
-
 def test_unknown_float_layer_is_an_input_error(tmp_path, backend, source, calibration):
     with pytest.raises(InputError):
         backend.convert(source, "int8", calibration, tmp_path / "x.pte",
