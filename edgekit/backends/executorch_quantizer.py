@@ -118,6 +118,13 @@ def _share_pad_grids(model, keep) -> None:
                                                 _annotated=True)
 
 
+def _pads(model) -> set[str]:
+    import torch
+
+    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+    return {n.name for n in model.graph.nodes if n.op == "call_function" and n.target in pads}
+
+
 def _float_nodes(model, layers: tuple[str, ...]) -> set[str]:
     """Names of the graph nodes inside ``layers`` (module paths; InputError for one that no node
     belongs to), by the module torch.export recorded for each node."""
@@ -144,7 +151,11 @@ def make_quantizer(config, float_layers: tuple[str, ...] = ()):
 
     class Quantizer(XNNPACKQuantizer):
         def annotate(self, model):
-            floats = _float_nodes(model, float_layers)
+            # A pad stays on its input's grid even inside a float layer (padding is exact in
+            # int8): left unannotated after an int8 producer, XNNPACK's InsertPadQDQPass makes it
+            # an int8 pad anyway, and the float convolution reading it then fails to serialize
+            # ("Weight and Input should both be quantized").
+            floats = _float_nodes(model, float_layers) - _pads(model)
 
             def keep(node) -> bool:
                 return node.name not in floats
