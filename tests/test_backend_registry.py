@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_backend_states_its_facts():
-    assert list_backends() == ["edgetpu", "onnxruntime", "openvino", "tflite"]
+    assert list_backends() == ["edgetpu", "executorch", "onnxruntime", "openvino", "tflite"]
     for b in backends():
         assert b.suffix.startswith(".") and b.extra and b.modules and b.precisions, b.name
         if "int8" in b.precisions:
@@ -50,7 +50,7 @@ def test_a_file_names_its_backend():
     assert backend_named_by(Path("m.xml")).name == "openvino"
     assert backend_for_path(Path("model_int8_edgetpu.tflite")).name == "tflite"  # what runs it
     assert get_backend("openvino").sidecars == (".bin",)
-    with pytest.raises(InputError, match=r"don't know how to run m\.pb: expected one of \.onnx, \.xml, \.tflite"):
+    with pytest.raises(InputError, match=r"don't know how to run m\.pb: expected one of \.pte, \.onnx, \.xml, \.tflite"):
         backend_named_by(Path("m.pb"))
 
 

@@ -28,7 +28,7 @@ def fails(capsys, *args) -> str:
 
 @pytest.fixture(scope="module")
 def x86_build(tmp_path_factory):
-    """Every x86 artifact (ONNX Runtime, OpenVINO, TFLite; fp32/fp16/int8) of a small MobileNetV2."""
+    """Every x86 artifact (ONNX Runtime, OpenVINO, TFLite, ExecuTorch; fp32/fp16/int8) of a small MobileNetV2."""
     from edgekit.convert import convert
 
     out = tmp_path_factory.mktemp("check") / "x86"
@@ -45,7 +45,8 @@ def test_every_artifact_of_a_build_is_placed(x86_build):
     assert {(name, b) for name, b in reports} == {
         ("model_fp32.onnx", "onnxruntime"), ("model_int8.onnx", "onnxruntime"),
         ("model_fp32.xml", "openvino"), ("model_fp16.xml", "openvino"), ("model_int8.xml", "openvino"),
-        ("model_fp32.tflite", "tflite"), ("model_int8.tflite", "tflite")}
+        ("model_fp32.tflite", "tflite"), ("model_int8.tflite", "tflite"),
+        ("model_fp32.pte", "executorch"), ("model_int8.pte", "executorch")}
     for r in reports.values():
         assert r.total > 20 and r.verdict() and json.dumps(r.to_dict())
     # edgekit's int8 MobileNetV2 is fully on the fast path of each runtime
@@ -57,6 +58,8 @@ def test_every_artifact_of_a_build_is_placed(x86_build):
     tfl = reports["model_int8.tflite", "tflite"]
     assert tfl.accelerated == tfl.total and tfl.partitions == 1
     assert "all" in tfl.verdict() and "XNNPACK" in tfl.verdict()
+    pte = reports["model_int8.pte", "executorch"]
+    assert pte.accelerated == pte.total and pte.partitions == 1
     # a float model is not "not quantized" op by op: its kernels are the fp32 ones
     assert "float model" in reports["model_fp32.onnx", "onnxruntime"].accelerator
 

@@ -109,7 +109,7 @@ def test_cli_convert_user_onnx(tmp_path, ort_target):
     (["--precision", "fp16", "--backend", "onnxruntime"], "builds no onnxruntime fp16 artifact"),
     (["--backend", "onnxruntime,openvino"], "target rpi4 builds no openvino artifact"),
     (["--max-float-layers", "2"], "--max-float-layers applies with --max-accuracy-drop"),
-    (["--model", "ONNX"], "tflite need(s) a PyTorch model; m is ONNX: build it with -b onnxruntime"),
+    (["--model", "ONNX"], "executorch, tflite need(s) a PyTorch model; m is ONNX: build it with -b onnxruntime"),
 ])
 def test_cli_bad_input(tmp_path, args, message):
     (tmp_path / "EMPTY").mkdir()
@@ -332,7 +332,7 @@ def test_nan_weights_are_refused_before_any_work(tmp_path, ort_target):
      "percentile)"),
     (dict(target="ORT", float_layers=("bogus",)), "no layer named 'bogus' in the model"),
     (dict(target="rpi4", backend="tensorrt"),
-     "unknown backend 'tensorrt' (choose from: edgetpu, onnxruntime, openvino, tflite)"),
+     "unknown backend 'tensorrt' (choose from: edgetpu, executorch, onnxruntime, openvino, tflite)"),
     (dict(target="ORT", weight_rounding="exact"), "unknown weight rounding 'exact'"),
 ])
 def test_options_are_checked_before_any_work(tmp_path, ort_target, kwargs, message):

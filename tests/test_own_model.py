@@ -95,7 +95,8 @@ def test_convert_own_module_from_a_file(net):
     assert model["labels"] == [f"class {i}" for i in range(5)]
     assert model["preprocessing"]["size"] == 64
     arts = {(a["backend"], a["precision"]): a for a in manifest["artifacts"]}
-    assert set(arts) == {("tflite", "fp32"), ("tflite", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+    assert set(arts) == {("tflite", "fp32"), ("tflite", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                         ("executorch", "fp32"), ("executorch", "int8")}
     for (_, precision), art in arts.items():
         parity = art["parity"]
         assert not art["parity_failures"], art

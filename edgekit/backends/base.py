@@ -218,7 +218,7 @@ def precision_of(integer_weights: bool, float16_weights: bool) -> str:
 _REGISTRY: dict[str, Backend] = {}
 # The built-in backends' modules. Each imports its runtime (and torch) only when it converts or
 # loads, so reading the registry stays cheap (`edgekit targets`, `--help`).
-BUILTIN_MODULES = ("onnxruntime", "openvino", "tflite", "edgetpu")
+BUILTIN_MODULES = ("onnxruntime", "openvino", "tflite", "edgetpu", "executorch")
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:

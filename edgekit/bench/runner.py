@@ -23,6 +23,7 @@ RUNTIMES = {
     ".tflite": (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")),
     ".onnx": (("onnxruntime", "onnxruntime"),),
     ".xml": (("openvino", "openvino"),),
+    ".pte": (("executorch.runtime", "executorch"),),
 }
 
 
@@ -30,7 +31,8 @@ RUNTIMES = {
 TFLITE_OP_RUNS, TFLITE_OP_PASSES, TFLITE_OP_WARMUP = 50, 5, 2
 
 
-FORMATS = {".tflite": "TFLite model", ".onnx": "ONNX model", ".xml": "OpenVINO IR model"}
+FORMATS = {".tflite": "TFLite model", ".onnx": "ONNX model", ".xml": "OpenVINO IR model",
+           ".pte": "ExecuTorch program"}
 # onnxruntime's exception types that mean "this file is not a model it can read"
 ORT_UNREADABLE = ("InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NoModel")
 
@@ -439,6 +441,61 @@ class OpenVINOModel:
         return list(totals.values())
 
 
+class ExecuTorchModel:
+    """A .pte program on ExecuTorch's runtime. Every program of a process runs on one global
+    thread pool, sized before the first program loads: a program loaded before a resize aborts
+    the process when it runs (so paired mode, one thread count for all, loads after sizing it)."""
+
+    def __init__(self, path, threads, module, package):
+        import warnings
+
+        import numpy as np
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "This API is experimental"
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        import torch
+
+        default = int(portable_lib._threadpool_get_thread_count())
+        if threads and threads != default:
+            portable_lib._unsafe_reset_threadpool(int(threads))
+        runtime = Runtime.get()
+        try:
+            self.program = runtime.load_program(path)
+        except Exception as exc:  # "Failed to load program": not a .pte this runtime reads
+            raise InvalidModel(_reason(exc)) from exc
+        self.method = self.program.load_method("forward")
+        meta = self.method.metadata
+        spec = meta.input_tensor_meta(0)
+        dtypes = {0: np.uint8, 1: np.int8, 6: np.float32}
+        self.torch = torch
+        self.input = _random_input(np, tuple(spec.sizes()), dtypes.get(int(spec.dtype()), np.float32))
+        self._tensor = torch.from_numpy(self.input)
+        with open(path, "rb") as f:  # the delegate's id is a string in the program's flatbuffer
+            names_xnnpack = b"XnnpackBackend" in f.read()
+        backends = runtime.backend_registry.registered_backend_names
+        self.runtime = {"name": "executorch", "version": _dist_version(package),
+                        "details": {"xnnpack": names_xnnpack and "XnnpackBackend" in backends,
+                                    "threads": int(portable_lib._threadpool_get_thread_count()),
+                                    "default_threads": default, "backends": backends}}
+        self.per_op_note = None
+
+    def set_input(self, x):
+        self.input = x
+        self._tensor = self.torch.from_numpy(x)
+
+    def infer(self):
+        return self.method.execute([self._tensor])[0].numpy()
+
+    def per_op(self, runs):
+        """ExecuTorch's op timings come from its event tracer (ETDump), which the PyPI wheel is
+        built without: say so instead of timing."""
+        self.per_op_note = ("ExecuTorch per-op timing needs a runtime built with its event tracer "
+                            "(EXECUTORCH_ENABLE_EVENT_TRACER); the PyPI wheel has none")
+        return None
+
+
 def _type_name(value):
     """OpenVINO element type -> "f32" / "bf16" (str() gives "<Type: 'float32'>")."""
     name = getattr(value, "get_type_name", None)
@@ -493,7 +550,7 @@ def _load(path: str, threads, ov_precision=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"artifact not found: {path}")
     module, package = _import_runtime(suffix)
-    cls = {".tflite": TFLiteModel, ".onnx": OnnxModel, ".xml": OpenVINOModel}[suffix]
+    cls = {".tflite": TFLiteModel, ".onnx": OnnxModel, ".xml": OpenVINOModel, ".pte": ExecuTorchModel}[suffix]
     extra = {"precision": ov_precision} if suffix == ".xml" and ov_precision else {}
     t0 = time.perf_counter_ns()
     try:
