@@ -159,16 +159,16 @@ def _lower(source: ModelSource, precision: str, calibration: CalibrationSet | No
 
 def _with_broadcast_constants(exported, example):
     """The program re-exported with ``x + 3`` / ``x * (1/6)`` scalars as (1, 1, 1, 1) constants
-    (tflite_quantizer._scalars_to_broadcast_constants). XNNPACK's channels-last pass wraps an op
+    (tflite_quantizer.scalars_to_broadcast_constants). XNNPACK's channels-last pass wraps an op
     with a 0-d operand in a transpose pair: MobileNetV3-Small's hard-swishes made 92 XNNPACK
     transposes of activations; with the constants of the activations' rank, 56 transposes of the
     one-element constants are left, and none of activations."""
     import torch
 
-    from .tflite_quantizer import _scalars_to_broadcast_constants
+    from .pt2e import scalars_to_broadcast_constants
 
     module = exported.module()
-    _scalars_to_broadcast_constants(module)
+    scalars_to_broadcast_constants(module)
     return torch.export.export(module, example, strict=False)
 
 

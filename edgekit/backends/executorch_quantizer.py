@@ -23,7 +23,7 @@ def quantization_config(calibration: CalibrationSet):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
-    from .tflite_quantizer import _mean_minmax_observer, _percentile_observer
+    from .pt2e import mean_minmax_observer, percentile_observer
 
     method, options = calibration.method, calibration.options or {}
     if method not in CALIBRATION_METHODS:
@@ -32,14 +32,14 @@ def quantization_config(calibration: CalibrationSet):
     if method == "minmax":
         observer = MinMaxObserver.with_args(eps=2**-12)
     elif method == "mean_minmax":
-        observer = _mean_minmax_observer().with_args(eps=2**-12)
+        observer = mean_minmax_observer().with_args(eps=2**-12)
     elif method in ("histogram", "mse"):  # the range of least L2 error
         observer = HistogramObserver.with_args(eps=2**-12, bins=int(options.get("num_bins", 2048)))
     else:
         percentile = float(options.get("percentile", 99.999))
         if not 50.0 < percentile <= 100.0:
             raise InputError(f"percentile must be in (50, 100], got {percentile}")
-        observer = _percentile_observer().with_args(eps=2**-12, percentile=percentile,
+        observer = percentile_observer().with_args(eps=2**-12, percentile=percentile,
                                                     images=len(calibration))
     base = get_symmetric_quantization_config(is_per_channel=True)
     act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer)
@@ -130,14 +130,14 @@ def _float_nodes(model, layers: tuple[str, ...]) -> set[str]:
     belongs to), by the module torch.export recorded for each node."""
     import torch
 
-    from .tflite_quantizer import _innermost_module
+    from .pt2e import innermost_module
 
     if not layers:
         return set()
     weighted = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default,
                 torch.ops.aten.convolution.default)
     calls = [n for n in model.graph.nodes if n.op == "call_function"]
-    graph = [GraphNode(n.name, _innermost_module(n), n.target in weighted,
+    graph = [GraphNode(n.name, innermost_module(n), n.target in weighted,
                        tuple(i.name for i in n.all_input_nodes), (n.name,)) for n in calls]
     return set(select(assign_layers(graph), layers))
 
@@ -178,9 +178,9 @@ def _broadcast_constants(module) -> None:
     """Scalars as (1, 1, 1, 1) constants (executorch_backend._with_broadcast_constants), with the
     fake-tensor value the XNNPACK quantizer reads to tell float operands (it leaves an operand
     without one unquantized, and so the add, and then the ReLU6 after it has no grid to share)."""
-    from .tflite_quantizer import _scalars_to_broadcast_constants
+    from .pt2e import scalars_to_broadcast_constants
 
-    _scalars_to_broadcast_constants(module)
+    scalars_to_broadcast_constants(module)
     fake = next((n.meta["val"] for n in module.graph.nodes if hasattr(n.meta.get("val"), "fake_mode")), None)
     if fake is None:
         return

@@ -10,80 +10,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .layer_names import GraphNode, assign_layers, select
+from .pt2e import (innermost_module, mean_minmax_observer, percentile_observer,
+                   scalars_to_broadcast_constants)
 
 if TYPE_CHECKING:  # annotations only: importing it loads torch
     from ..calibration import CalibrationSet
 
 CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile")
-
-
-def _percentile_observer():
-    import torch
-    from torchao.quantization.pt2e.observer import MinMaxObserver
-
-    from ..quant.percentiles import TailPercentiles
-
-    class PercentileObserver(MinMaxObserver):
-        """Range = the exact [100 - p, p] percentiles of every value observed over the
-        ``images`` calibration images (dim 0 of each call), kept in one pass (quant/percentiles.py).
-        torchao's HistogramObserver, which this replaced, spent ~10 s of MobileNetV2's 200-image
-        calibration re-binning histograms."""
-
-        def __init__(self, percentile: float = 99.999, images: int = 1, **kwargs):
-            super().__init__(**kwargs)
-            self.percentile = float(percentile)
-            self.images = int(images)
-            self._tails = None
-
-        def forward(self, x_orig):
-            if x_orig.numel() == 0:
-                return x_orig
-            x = x_orig.detach().float()
-            if self._tails is None:
-                per_image = x.numel() // (x.shape[0] if x.dim() > 1 else 1)
-                self._tails = TailPercentiles(1 - self.percentile / 100, per_image * self.images)
-            self._tails.update(x.numpy())
-            # not MinMaxObserver.forward: torch's aminmax on a channels-last activation viewed as
-            # NCHW measured 160 ms per 32-image call, numpy's pass over the same memory 14 ms
-            return x_orig
-
-        def calculate_qparams(self):
-            if self._tails is None:
-                return super().calculate_qparams()  # unobserved: torchao's default + warning
-            lo, hi = self._tails.range()
-            return self._calculate_qparams(torch.tensor(lo), torch.tensor(hi))
-
-    return PercentileObserver
-
-
-def _mean_minmax_observer():
-    import torch
-    from torchao.quantization.pt2e.observer import MinMaxObserver
-
-    class MeanMinMaxObserver(MinMaxObserver):
-        """Range = the mean over calibration images (dim 0 of each call) of each image's min and max:
-        NNCF's MEAN_MINMAX, ONNX Runtime's MinMax with a moving average."""
-
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self._sums = [0.0, 0.0, 0]
-
-        def forward(self, x_orig):
-            if x_orig.numel() == 0:
-                return x_orig
-            # one call sees a batch of images (dim 0): each image's extremes count once
-            x = x_orig.detach().float()
-            x = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
-            lo, hi = x.aminmax(dim=1)
-            self._sums[0] += float(lo.sum())
-            self._sums[1] += float(hi.sum())
-            self._sums[2] += x.shape[0]
-            n = self._sums[2]
-            self.min_val.copy_(torch.tensor(self._sums[0] / n))
-            self.max_val.copy_(torch.tensor(self._sums[1] / n))
-            return x_orig
-
-    return MeanMinMaxObserver
 
 
 def quantization_config(calibration: CalibrationSet):
@@ -100,7 +33,7 @@ def quantization_config(calibration: CalibrationSet):
     if method == "minmax":
         observer = MinMaxObserver.with_args(eps=2**-12)
     elif method == "mean_minmax":
-        observer = _mean_minmax_observer().with_args(eps=2**-12)
+        observer = mean_minmax_observer().with_args(eps=2**-12)
     elif method in ("histogram", "mse"):
         # HistogramObserver picks the range that minimises the L2 (MSE) quantization error.
         observer = HistogramObserver.with_args(eps=2**-12, bins=bins)
@@ -108,43 +41,11 @@ def quantization_config(calibration: CalibrationSet):
         percentile = float(options.get("percentile", 99.999))
         if not 50.0 < percentile <= 100.0:
             raise InputError(f"percentile must be in (50, 100], got {percentile}")
-        observer = _percentile_observer().with_args(eps=2**-12, percentile=percentile,
+        observer = percentile_observer().with_args(eps=2**-12, percentile=percentile,
                                                     images=len(calibration))
     base = pq.get_symmetric_quantization_config(is_per_channel=True)
     act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer)
     return dataclasses.replace(base, input_activation=act, output_activation=act)
-
-
-def _scalars_to_broadcast_constants(model) -> None:
-    """``x + 3.0`` / ``x * (1/6)`` (hard-swish, hard-sigmoid): give the scalar the rank of ``x``.
-
-    The quantizer has to turn such scalars into constant tensors to quantize them; litert-torch
-    makes them 0-d, and its NHWC layout pass then keeps the whole ADD/MUL chain NCHW with a
-    TRANSPOSE on each side (MobileNetV3: ~35 TRANSPOSEs). A (1, 1, 1, 1) constant broadcasts
-    the same and lets the chain stay NHWC.
-    """
-    import torch
-
-    for node in list(model.graph.nodes):
-        if node.op != "call_function" or node.target not in (torch.ops.aten.add.Tensor,
-                                                              torch.ops.aten.mul.Tensor):
-            continue
-        tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        val = tensors[0].meta.get("val") if len(tensors) == 1 else None
-        if val is None or not hasattr(val, "ndim") or val.ndim == 0:
-            continue
-        args = []
-        for arg in node.args:
-            if isinstance(arg, (int, float)) and not isinstance(arg, bool):
-                name = f"_edgekit_scalar_{len(list(model.buffers()))}"
-                while hasattr(model, name):
-                    name += "_"
-                model.register_buffer(name, torch.full((1,) * val.ndim, float(arg), dtype=val.dtype))
-                with model.graph.inserting_before(node):
-                    arg = model.graph.create_node("get_attr", name, (), {})
-            args.append(arg)
-        node.args = tuple(args)
-    model.recompile()
 
 
 def _annotate_conv_relu6(model, config) -> None:
@@ -212,7 +113,7 @@ def _keep_float(model, layers: tuple[str, ...]) -> None:
     weighted = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default,
                 torch.ops.aten.convolution.default)
     calls = [n for n in model.graph.nodes if n.op == "call_function"]
-    graph = [GraphNode(n.name, _innermost_module(n), n.target in weighted,
+    graph = [GraphNode(n.name, innermost_module(n), n.target in weighted,
                        tuple(i.name for i in n.all_input_nodes), (n.name,)) for n in calls]
     chosen = set(select(assign_layers(graph), layers))
     for node in calls:
@@ -238,13 +139,6 @@ def _keep_float(model, layers: tuple[str, ...]) -> None:
                 dropped = True
 
 
-def _innermost_module(node) -> str:
-    """The module path torch.export recorded for a node ("" for none): the innermost entry of
-    its ``nn_module_stack``."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return list(stack.values())[-1][0] if stack else ""
-
-
 def make_quantizer(config, float_layers: tuple[str, ...] = ()):
     """litert-torch's PT2EQuantizer, plus: a constant pad and the permutes around it (TF-'SAME'
     convolutions pad channels-last, same_padding.py) share their input's quantization, so the
@@ -258,7 +152,7 @@ def make_quantizer(config, float_layers: tuple[str, ...] = ()):
 
     class Quantizer(pq.PT2EQuantizer):
         def transform_for_annotation(self, model):
-            _scalars_to_broadcast_constants(model)
+            scalars_to_broadcast_constants(model)
             return super().transform_for_annotation(model)
 
         def annotate(self, model):
