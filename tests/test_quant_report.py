@@ -170,6 +170,10 @@ def test_evaluation_metrics():
     assert evaluate(logits, reference, None).drop_points == pytest.approx(25.0)
     labelled = evaluate(logits, reference, np.array([0, 1, 3, 3]))  # float 3/4 right, int8 2/4
     assert labelled.drop_points == pytest.approx(25.0) and labelled.top1 == 0.5
+    # 10 of 200 disagreeing is 5 points exactly: a budget of 5 is met (was 5.000000000000004)
+    reference = np.eye(2)[np.zeros(200, int)]
+    logits = np.eye(2)[(np.arange(200) < 10).astype(int)]
+    assert evaluate(logits, reference, None).drop_points <= 5
 
 
 @pytest.mark.slow
