@@ -68,7 +68,7 @@ def test_build_cli_table_and_json(x86_build):
     result = run(x86_build, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert len(data) == 7 and all(d["verdict"] and d["operators"] for d in data)
+    assert len(data) == 9 and all(d["verdict"] and d["operators"] for d in data)  # 3 + 2 + 2 + 2 .pte
     table = run(x86_build)
     assert table.exit_code == 0 and "model_int8.onnx on onnxruntime: all" in table.output
 
