@@ -21,6 +21,7 @@ from ..fileio import atomic_path
 from ..quiet import native_output_silenced
 from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, register_backend
 from .executorch_placement import delegate_placement, read_program
+from .pt2e import check_request
 from .executorch_quantizer import CALIBRATION_METHODS
 from .executorch_session import EXTRA, ExecuTorchSession, portable_lib, runtime_version
 from .placement import Placement
@@ -72,19 +73,11 @@ class ExecuTorchBackend(Backend):
 
     def convert(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
                 out: Path, options: ConvertOptions) -> Artifact:
-        if source.module is None:
-            what = source.onnx_path.name if source.onnx_path else "this model"
-            raise InputError(f"ExecuTorch conversion needs a PyTorch model (an edgekit model or "
-                             f"checkpoint); {what} is ONNX-only: build it with the onnxruntime or "
-                             "openvino backend instead")
-        if precision not in self.precisions:
-            raise InputError(f"{self.name} does not build {precision} (choose from {', '.join(self.precisions)})")
+        check_request(self, "ExecuTorch", source, precision, calibration)
         if options.layout != "NCHW":
             raise InputError(f"the {self.name} backend writes NCHW programs, not {options.layout}")
         config = None
         if precision == "int8":
-            if calibration is None or len(calibration) == 0:
-                raise InputError("int8 conversion needs calibration images")
             from .executorch_quantizer import quantization_config
 
             config = quantization_config(calibration)  # rejects unknown methods before any work

@@ -5,45 +5,25 @@ asks for, ReLU6 observed at its own output, TF-'SAME' pads sharing their input's
 backend's fast loop (dynamic-batch export, observers after same-scale ops skipped)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .layer_names import GraphNode, assign_layers, select
+from .pt2e import CALIBRATION_METHODS, with_activation_observer
 
 if TYPE_CHECKING:  # annotations only: importing it loads torch
     from ..calibration import CalibrationSet
 
-CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile")
+__all__ = ["CALIBRATION_METHODS"]
 
 
 def quantization_config(calibration: CalibrationSet):
     """The XNNPACK quantizer's per-channel symmetric config with the method's activation observer
     (the quantizer's own default is HistogramObserver)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
-    from .pt2e import mean_minmax_observer, percentile_observer
-
-    method, options = calibration.method, calibration.options or {}
-    if method not in CALIBRATION_METHODS:
-        raise InputError(f"the executorch backend cannot calibrate with '{method}' (it supports "
-                         f"{', '.join(CALIBRATION_METHODS)})")
-    if method == "minmax":
-        observer = MinMaxObserver.with_args(eps=2**-12)
-    elif method == "mean_minmax":
-        observer = mean_minmax_observer().with_args(eps=2**-12)
-    elif method in ("histogram", "mse"):  # the range of least L2 error
-        observer = HistogramObserver.with_args(eps=2**-12, bins=int(options.get("num_bins", 2048)))
-    else:
-        percentile = float(options.get("percentile", 99.999))
-        if not 50.0 < percentile <= 100.0:
-            raise InputError(f"percentile must be in (50, 100], got {percentile}")
-        observer = percentile_observer().with_args(eps=2**-12, percentile=percentile,
-                                                    images=len(calibration))
-    base = get_symmetric_quantization_config(is_per_channel=True)
-    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer)
-    return dataclasses.replace(base, input_activation=act, output_activation=act)
+    return with_activation_observer(get_symmetric_quantization_config(is_per_channel=True),
+                                    calibration, "executorch")
 
 
 def _relu6_low(node) -> float | None:

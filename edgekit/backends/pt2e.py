@@ -3,6 +3,53 @@
 observers, the scalar-constant rewrite, and the module path a graph node came from."""
 from __future__ import annotations
 
+from ..errors import InputError
+
+CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile")
+
+
+def check_request(backend, converter: str, source, precision: str, calibration) -> None:
+    """What a PT2E backend refuses before any work: an ONNX-only model (it exports a PyTorch
+    module), a precision it does not build, int8 without calibration images."""
+    if source.module is None:
+        what = source.onnx_path.name if source.onnx_path else "this model"
+        raise InputError(f"{converter} conversion needs a PyTorch model (an edgekit model or "
+                         f"checkpoint); {what} is ONNX-only: build it with the onnxruntime or "
+                         "openvino backend instead")
+    if precision not in backend.precisions:
+        raise InputError(f"{backend.name} does not build {precision} "
+                         f"(choose from {', '.join(backend.precisions)})")
+    if precision == "int8" and (calibration is None or len(calibration) == 0):
+        raise InputError("int8 conversion needs calibration images")
+
+
+def with_activation_observer(base, calibration, backend: str):
+    """``base`` (a per-channel symmetric QuantizationConfig) with the activation observer
+    ``calibration``'s method asks for; InputError naming ``backend`` for a method it lacks."""
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    method, options = calibration.method, calibration.options or {}
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"the {backend} backend cannot calibrate with '{method}' (it supports "
+                         f"{', '.join(CALIBRATION_METHODS)})")
+    if method == "minmax":
+        observer = MinMaxObserver.with_args(eps=2**-12)
+    elif method == "mean_minmax":
+        observer = mean_minmax_observer().with_args(eps=2**-12)
+    elif method in ("histogram", "mse"):
+        # HistogramObserver picks the range that minimises the L2 (MSE) quantization error.
+        observer = HistogramObserver.with_args(eps=2**-12, bins=int(options.get("num_bins", 2048)))
+    else:
+        percentile = float(options.get("percentile", 99.999))
+        if not 50.0 < percentile <= 100.0:
+            raise InputError(f"percentile must be in (50, 100], got {percentile}")
+        observer = percentile_observer().with_args(eps=2**-12, percentile=percentile,
+                                                    images=len(calibration))
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer)
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
 
 def percentile_observer():
     import torch

@@ -34,6 +34,7 @@ from .base import Artifact, Backend, ConvertOptions, RuntimeInfo, Session, preci
 from .placement import Placement
 from .tflite_placement import xnnpack_placement
 from .tflite_flatbuffer import integer_io, set_io_dtype
+from .pt2e import check_request
 from .tflite_quantizer import (CALIBRATION_METHODS, export_for_calibration, make_quantizer,
                                observing_producers_only, quantization_config, threads_for_batch)
 from .tflite_session import (TFLiteSession, float_ops, interpreter_api, make_interpreter, ops_details,
@@ -164,21 +165,12 @@ class TFLiteBackend(Backend):
     def convert_bytes(self, source: ModelSource, precision: str, calibration: CalibrationSet | None,
                       options: ConvertOptions) -> tuple[bytes, dict]:
         """The .tflite bytes and the conversion facts (shared with the Edge TPU backend)."""
-        if source.module is None:
-            what = source.onnx_path.name if source.onnx_path else "this model"
-            raise InputError(f"TFLite conversion needs a PyTorch model (an edgekit model or "
-                             f"checkpoint); {what} is ONNX-only: build it with the onnxruntime or "
-                             "openvino backend instead")
-        if precision not in self.precisions:
-            raise InputError(f"{self.name} does not build {precision} "
-                             f"(choose from {', '.join(self.precisions)})")
+        check_request(self, "TFLite", source, precision, calibration)
         if options.layout not in ("NHWC", "NCHW"):
             raise InputError(f"layout must be NHWC or NCHW, got {options.layout}")
         self.require_converter()
         config = None
         if precision == "int8":
-            if calibration is None or len(calibration) == 0:
-                raise InputError("int8 conversion needs calibration images")
             if options.io_dtype not in IO_DTYPES:
                 raise InputError(f"io_dtype must be one of {', '.join(IO_DTYPES)}, got {options.io_dtype}")
             config = quantization_config(calibration)  # rejects unknown methods before any work

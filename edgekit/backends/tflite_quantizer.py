@@ -5,47 +5,24 @@ calibration loop that make calibration fast."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
 from .layer_names import GraphNode, assign_layers, select
-from .pt2e import (innermost_module, mean_minmax_observer, percentile_observer,
-                   scalars_to_broadcast_constants)
+from .pt2e import CALIBRATION_METHODS, innermost_module, scalars_to_broadcast_constants, with_activation_observer
 
 if TYPE_CHECKING:  # annotations only: importing it loads torch
     from ..calibration import CalibrationSet
 
-CALIBRATION_METHODS = ("minmax", "mean_minmax", "histogram", "mse", "percentile")
+__all__ = ["CALIBRATION_METHODS"]  # the tflite and edgetpu backends' list
 
 
 def quantization_config(calibration: CalibrationSet):
     """litert-torch's per-channel symmetric config with the activation observer the method asks
     for (litert-torch's own default is HistogramObserver)."""
     from litert_torch.quantize import pt2e_quantizer as pq
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
-    method, options = calibration.method, calibration.options or {}
-    if method not in CALIBRATION_METHODS:
-        raise InputError(f"the tflite backend cannot calibrate with '{method}' (it supports "
-                         f"{', '.join(CALIBRATION_METHODS)})")
-    bins = int(options.get("num_bins", 2048))
-    if method == "minmax":
-        observer = MinMaxObserver.with_args(eps=2**-12)
-    elif method == "mean_minmax":
-        observer = mean_minmax_observer().with_args(eps=2**-12)
-    elif method in ("histogram", "mse"):
-        # HistogramObserver picks the range that minimises the L2 (MSE) quantization error.
-        observer = HistogramObserver.with_args(eps=2**-12, bins=bins)
-    else:
-        percentile = float(options.get("percentile", 99.999))
-        if not 50.0 < percentile <= 100.0:
-            raise InputError(f"percentile must be in (50, 100], got {percentile}")
-        observer = percentile_observer().with_args(eps=2**-12, percentile=percentile,
-                                                    images=len(calibration))
-    base = pq.get_symmetric_quantization_config(is_per_channel=True)
-    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer)
-    return dataclasses.replace(base, input_activation=act, output_activation=act)
+    return with_activation_observer(pq.get_symmetric_quantization_config(is_per_channel=True),
+                                    calibration, "tflite")
 
 
 def _annotate_conv_relu6(model, config) -> None:
